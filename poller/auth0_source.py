@@ -1,0 +1,397 @@
+"""The only module that talks to Auth0: the Management API token, logs by checkpoint, users, write-back.
+
+Why not `client.logs.list()`: auth0-python 6.x cannot read logs by checkpoint. It has no `from` /
+`take`, always adds `page`/`per_page`/`include_totals`, and fails to parse the bare JSON array the API
+returns in checkpoint mode (shared/reference/auth0.md §9). So log pages are read with the same
+`httpx.Client` the SDK uses (same TLS trust, timeouts, rate-limit observation), sending exactly
+`from` and `take`. User reads and the write-back go through the SDK (`users.get`, `users.update`),
+with its own retries off: retrying is decided here, from the table in `failures.py`.
+
+Every failure leaves this module as one of the errors in `errors.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from auth0.management import Auth0
+from auth0.management.core.api_error import ApiError
+from auth0.management.core.parse_error import ParsingError
+
+from poller import failures
+from poller.config import Auth0Config, HttpConfig
+from poller.errors import CredentialsError, FatalError, Interrupted, PermanentError, RetriableError
+from poller.failures import Next
+from poller.logs import get_logger, register_secret
+from poller.pacing import Interrupt, RateGate, retry_after_seconds
+
+T = TypeVar("T")
+log = get_logger("poller.auth0")
+
+PAGE_SIZE = 100  # the API's maximum `take`
+SAME_CALL_RETRIES = 2  # quick retries of an idempotent call on 5xx/timeouts before it counts as a failure
+
+
+class UserNotFound(PermanentError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"Auth0 has no user {user_id}", code="user_not_found")
+
+
+def _endpoint_group(method: str, path: str) -> str:
+    """Auth0's rate-limit groups (Essentials/Professional): logs, user reads, user writes, the rest."""
+    if path.startswith("/api/v2/logs"):
+        return "logs"
+    if path.startswith("/api/v2/users"):
+        return "users_read" if method == "GET" else "users_write"
+    if path.startswith("/oauth/token"):
+        return "token"
+    return "other"
+
+
+def _error_code(body: Any) -> str | None:
+    if isinstance(body, dict):
+        code = body.get("errorCode") or body.get("error")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error"):
+            if isinstance(body.get(key), str):
+                return body[key]
+    text = str(body or "").strip()
+    return text[:200] if text else "no details"
+
+
+class _Token:
+    """The Management API token: fetched by client credentials, cached until shortly before it expires."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], clock: Callable[[], float]) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._value: str | None = None
+        self._refresh_at = 0.0
+        self._lock = threading.Lock()
+        self.fetched = 0
+
+    def get(self) -> str:
+        with self._lock:
+            if self._value is None or self._clock() >= self._refresh_at:
+                value, expires_in = self._fetch()
+                register_secret(value)
+                self.fetched += 1
+                # Renew at 90% of the lifetime (at most 10 minutes early), never keeping an expiring token.
+                self._refresh_at = self._clock() + max(0.0, expires_in - min(600.0, expires_in * 0.1))
+                self._value = value
+            return self._value
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+class Auth0Source:
+    """LogSource and UserDirectory for one Auth0 tenant."""
+
+    def __init__(
+        self,
+        config: Auth0Config,
+        http: HttpConfig,
+        *,
+        interrupt: Interrupt,
+        concurrency: int = 4,
+        clock: Callable[[], float] = time.time,
+        gate: RateGate | None = None,
+    ) -> None:
+        self.config = config
+        self.base_url = f"https://{config.domain}"
+        self.interrupt = interrupt
+        self.clock = clock
+        self.gate = gate or RateGate(clock=clock)
+        self.calls: dict[str, int] = {}
+        self.rate_limited: int = 0
+        self._calls_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            verify=str(http.ca_bundle) if http.ca_bundle else True,
+            timeout=httpx.Timeout(http.timeout_seconds, connect=http.connect_timeout_seconds),
+            event_hooks={"response": [self._observe]},
+            headers={"User-Agent": "lead-poller"},
+            follow_redirects=False,
+        )
+        self._token = _Token(self._fetch_token, clock)
+        self._sdk = Auth0(base_url=f"{self.base_url}/api/v2", token=self._token.get, httpx_client=self._http, max_retries=0)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="auth0")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._http.close()
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _observe(self, response: httpx.Response) -> None:
+        group = _endpoint_group(response.request.method, response.request.url.path)
+        with self._calls_lock:
+            self.calls[group] = self.calls.get(group, 0) + 1
+        self.gate.observe(group, response.headers)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        def send() -> httpx.Response:
+            response = self._http.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.config.client_id,
+                    "client_secret": self.config.client_secret,
+                    "audience": f"{self.base_url}/api/v2/",
+                },
+            )
+            _raise_for_status(response)
+            return response
+
+        response = self._call("token", "token", send, idempotent=True)
+        try:
+            body = response.json()
+            return str(body["access_token"]), float(body.get("expires_in") or 86400)
+        except (ValueError, KeyError, TypeError):
+            raise RetriableError("Auth0 answered the token request without an access_token", code="auth0_unexpected") from None
+
+    def _call(self, group: str, operation: str, send: Callable[[], T], *, idempotent: bool) -> T:
+        """Run one API call under the failure table: wait out 429s, refresh the token once on 401,
+        retry idempotent calls briefly on 5xx and network errors, and translate everything else."""
+        refreshed = False
+        quick_retries = 0
+        while True:
+            if self.interrupt.should_stop or not self.gate.take(group, self.interrupt):
+                raise Interrupted()
+            try:
+                return send()
+            except ApiError as exc:
+                status, headers, body = exc.status_code or 0, exc.headers or {}, exc.body
+                rule = failures.lookup("auth0", operation, status, _error_code(body))
+                detail = _error_message(body)
+            except httpx.TimeoutException:
+                status, headers, body, detail = 0, {}, None, "timed out"
+                rule = failures.lookup("auth0", operation, "timeout")
+            except httpx.TransportError as exc:
+                status, headers, body, detail = 0, {}, None, type(exc).__name__
+                rule = failures.lookup("auth0", operation, "connection")
+
+            if rule.next is Next.WAIT:
+                self.rate_limited += 1
+                delay = retry_after_seconds(headers, self.clock())
+                log.warning("auth0_rate_limited", operation=operation, wait_seconds=round(delay, 2))
+                if self.interrupt.sleep(delay + 0.05):
+                    continue
+                raise RetriableError(f"Auth0 rate limit on {operation}; the deadline came first", code=rule.code, delay=delay, counts_as_attempt=False)
+            if rule.next is Next.REFRESH and not refreshed and operation != "token":
+                refreshed = True
+                self._token.invalidate()
+                continue
+            if rule.next is Next.REFRESH:
+                raise CredentialsError(f"Auth0 rejected a freshly issued token ({detail}); check the application's API authorisation", code=rule.code)
+            if rule.next is Next.RETRY and idempotent and quick_retries < SAME_CALL_RETRIES and not self.interrupt.should_stop:
+                quick_retries += 1
+                if self.interrupt.sleep(0.5 * quick_retries):
+                    continue
+            if rule.next is Next.RETRY:
+                raise RetriableError(f"Auth0 {operation}: {detail} (HTTP {status or '-'})", code=rule.code)
+            if rule.next is Next.FATAL:
+                cls = CredentialsError if rule.code in failures.CREDENTIAL_CODES else FatalError
+                raise cls(f"Auth0 {operation}: {rule.explanation} ({detail})", code=rule.code)
+            if rule.next is Next.NOT_FOUND:
+                raise _NotFoundSignal()
+            raise PermanentError(f"Auth0 {operation}: {detail}", code=rule.code)
+
+    # --- logs ---------------------------------------------------------------------------------
+
+    def read_page(self, checkpoint: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The next page after `checkpoint`: its events in API order, and the next checkpoint
+        (the last `log_id` of the page; None when the page is empty)."""
+
+        def send() -> httpx.Response:
+            response = self._http.get("/api/v2/logs", params={"from": checkpoint, "take": PAGE_SIZE}, headers=self._auth())
+            _raise_for_status(response)
+            return response
+
+        response = self._call("logs", "logs", send, idempotent=True)
+        body = _json_or_none(response)
+        if isinstance(body, dict) and isinstance(body.get("logs"), list):
+            body = body["logs"]  # the paginated object form; checkpoint mode should not send it
+        if not isinstance(body, list):
+            raise RetriableError("Auth0 answered a log page that is not a JSON array", code="auth0_unexpected")
+        events = [e for e in body if isinstance(e, dict)]
+        next_checkpoint = None
+        for event in reversed(events):
+            log_id = event.get("log_id") or event.get("_id")
+            if isinstance(log_id, str) and log_id:
+                next_checkpoint = log_id
+                break
+        if next_checkpoint is None and body:
+            next_checkpoint = _from_link(response.headers.get("link"))
+        return events, next_checkpoint
+
+    def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        def send() -> httpx.Response:
+            response = self._http.get("/api/v2/logs", params=params, headers=self._auth())
+            _raise_for_status(response)
+            return response
+
+        body = _json_or_none(self._call("logs", "logs", send, idempotent=True))
+        if isinstance(body, dict):
+            body = body.get("logs")
+        return [e for e in body if isinstance(e, dict)] if isinstance(body, list) else []
+
+    def find_start(self, start_from: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """Where a state with no checkpoint starts: (checkpoint, events to take in with it).
+
+        now: the newest existing log becomes the checkpoint (earlier logins are not leads).
+        oldest: the oldest retained log, itself included. An RFC 3339 time: the first log at or
+        after it, itself included. A log_id: that id, as it is.
+        """
+        if start_from == "now":
+            newest = self._search_logs({"sort": "date:-1", "per_page": 1, "page": 0})
+            return (newest[0].get("log_id"), []) if newest else (None, [])
+        if start_from == "oldest":
+            oldest = self._search_logs({"sort": "date:1", "per_page": 1, "page": 0})
+            return (oldest[0].get("log_id"), oldest) if oldest else (None, [])
+        if start_from.isdigit():
+            return start_from, []
+        when = datetime.fromisoformat(start_from.replace("Z", "+00:00")).astimezone(timezone.utc)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+        first = self._search_logs({"q": f"date:[{stamp} TO *]", "sort": "date:1", "per_page": 1, "page": 0})
+        return (first[0].get("log_id"), first) if first else (None, [])
+
+    # --- users --------------------------------------------------------------------------------
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token.get()}"}
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        """The user's profile. For a linked secondary identity, the primary user's profile."""
+
+        def send() -> dict[str, Any]:
+            try:
+                return _profile(self._sdk.users.with_raw_response.get(user_id))
+            except ParsingError as exc:
+                # The SDK's model refuses odd but real profiles (app_metadata not an object, ...):
+                # the raw body is still the profile.
+                if exc.status_code and 200 <= exc.status_code < 300 and isinstance(exc.body, dict):
+                    return exc.body
+                raise ApiError(status_code=exc.status_code, headers=exc.headers, body=exc.body) from None
+
+        try:
+            return self._call("users_read", "user_read", send, idempotent=True)
+        except _NotFoundSignal:
+            primary = self._find_primary(user_id)
+            if primary is None:
+                raise UserNotFound(user_id) from None
+            return primary
+
+    def _find_primary(self, user_id: str) -> dict[str, Any] | None:
+        provider, _, bare_id = user_id.partition("|")
+        if not bare_id:
+            return None
+        query = f'identities.user_id:"{_lucene_escape(bare_id)}"'
+
+        def send() -> httpx.Response:
+            response = self._http.get("/api/v2/users", params={"q": query, "search_engine": "v3", "per_page": 10}, headers=self._auth())
+            _raise_for_status(response)
+            return response
+
+        try:
+            body = _json_or_none(self._call("users_read", "user_search", send, idempotent=True))
+        except (PermanentError, _NotFoundSignal):
+            return None
+        for user in body if isinstance(body, list) else []:
+            identities = user.get("identities") if isinstance(user, dict) else None
+            for identity in identities if isinstance(identities, list) else []:
+                if isinstance(identity, dict) and str(identity.get("user_id")) == bare_id and identity.get("provider") == provider:
+                    return user
+        return None
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any] | Exception]:
+        """Profiles for many users, read concurrently (bounded by the pool and the rate gate)."""
+        ids = list(dict.fromkeys(user_ids))
+        return dict(zip(ids, self._pool.map(lambda uid: _capture(self.get_user, uid), ids)))
+
+    def write_back(self, user_id: str, lead_id: str) -> None:
+        """Set app_metadata.recordedAsLead (and the lead id). First-level keys only: Auth0 merges the
+        first level of app_metadata, so every other key the user has survives."""
+        app_metadata = {"recordedAsLead": True, "salesforceLeadId": lead_id}
+        try:
+            self._call("users_write", "user_write", lambda: _ignore_parsing(lambda: self._sdk.users.with_raw_response.update(user_id, app_metadata=app_metadata)), idempotent=True)
+        except _NotFoundSignal:
+            raise UserNotFound(user_id) from None
+
+    def write_backs(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Exception | None]:
+        items = list(pairs)
+        results = self._pool.map(lambda pair: _capture(self.write_back, *pair), items)
+        return {user_id: (None if result is None else result) for (user_id, _), result in zip(items, results)}
+
+
+class _NotFoundSignal(Exception):
+    """Internal: a 404 whose meaning depends on the caller (a linked account, or a deleted user)."""
+
+
+def _capture(fn: Callable[..., T], *args: Any) -> T | Exception:
+    try:
+        return fn(*args)
+    except (RetriableError, PermanentError) as exc:
+        return exc
+
+
+def _ignore_parsing(send: Callable[[], Any]) -> Any:
+    """A 2xx whose body the SDK's model cannot parse is still a success (the write happened)."""
+    try:
+        return send()
+    except ParsingError as exc:
+        if exc.status_code and 200 <= exc.status_code < 300:
+            return None
+        raise ApiError(status_code=exc.status_code, headers=exc.headers, body=exc.body) from None
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    body = _json_or_none(response)
+    raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=body if body is not None else response.text)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _profile(response: Any) -> dict[str, Any]:
+    """The profile exactly as Auth0 sent it (the SDK's model would coerce or refuse odd shapes)."""
+    raw = getattr(response, "_response", None)
+    body = _json_or_none(raw) if raw is not None else None
+    if isinstance(body, dict):
+        return body
+    data = getattr(response, "data", None)
+    return data.dict() if hasattr(data, "dict") else {}
+
+
+def _from_link(link: str | None) -> str | None:
+    if not link:
+        return None
+    for part in link.split(","):
+        if 'rel="next"' in part and "<" in part:
+            url = part[part.index("<") + 1 : part.index(">")]
+            value = parse_qs(urlsplit(url).query).get("from")
+            return value[0] if value else None
+    return None
+
+
+def _lucene_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

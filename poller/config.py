@@ -1,0 +1,364 @@
+"""config.toml + environment -> one frozen, typed `Config`, with every problem reported at once.
+
+Environment variables override the file and are where secrets belong (see ENV_OVERRIDES). Relative
+paths in the file (`[state] path`, `[http] ca_bundle`) are taken relative to the file's folder, so a
+configuration means the same thing whatever directory the daemon is started from.
+
+Loading makes no network call: a wrong value is reported before anything is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from poller.errors import ConfigError, Problem
+
+DEFAULT_LOGIN_TYPES = ("s", "scoa", "sens", "sepft")
+# Types that are logins by another name; anything else in `login_types` is almost certainly a typo
+# or a token refresh, which would turn every refresh into a lead check.
+KNOWN_LOGIN_TYPES = frozenset(
+    {"s", "ss", "scoa", "sens", "sepft", "seotpft", "seoobft", "sercft", "sepkoobft", "sepkotpft", "sepkrcft", "sdel"}
+)
+SECRET_KEYS = frozenset({"auth0.client_secret", "salesforce.client_secret"})
+
+# Environment variable -> (section, key). The Salesforce names are the seed Auth0 Action's own secrets.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "AUTH0_DOMAIN": ("auth0", "domain"),
+    "AUTH0_CLIENT_ID": ("auth0", "client_id"),
+    "AUTH0_CLIENT_SECRET": ("auth0", "client_secret"),
+    "SALESFORCE_DOMAIN": ("salesforce", "domain"),
+    "SALESFORCE_CLIENT_ID": ("salesforce", "client_id"),
+    "SALESFORCE_CLIENT_SECRET": ("salesforce", "client_secret"),
+    "SALESFORCE_COMPANY": ("salesforce", "company"),
+}
+
+
+@dataclass(frozen=True)
+class Auth0Config:
+    domain: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    start_from: str = "now"
+    login_types: tuple[str, ...] = DEFAULT_LOGIN_TYPES
+
+
+@dataclass(frozen=True)
+class SalesforceConfig:
+    domain: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    company: str = ""
+    api_version: str = "59.0"
+    lead_source: str = "Auth0"
+    on_duplicate: str = "adopt"  # adopt | allow_save | skip
+    external_id_field: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    interval_seconds: float = 300.0
+    cycle_deadline_seconds: float = 0.0  # 0: the interval itself
+    watchdog_intervals: float = 3.0
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.cycle_deadline_seconds or self.interval_seconds
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    ca_bundle: Path | None = None
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkConfig:
+    max_attempts: int = 8
+    backoff_base_seconds: float = 60.0
+    backoff_cap_seconds: float = 6 * 3600.0
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    pii: str = "mask"  # mask | hash | plain
+
+
+@dataclass(frozen=True)
+class Config:
+    auth0: Auth0Config
+    salesforce: SalesforceConfig
+    schedule: ScheduleConfig
+    state: StateConfig
+    http: HttpConfig
+    work: WorkConfig
+    logging: LoggingConfig
+    source: Path | None = None
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output; the log pipeline scrubs them."""
+        return [s for s in (self.auth0.client_secret, self.salesforce.client_secret) if s]
+
+
+# --- validation helpers -----------------------------------------------------------------------
+
+HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
+LOG_ID = re.compile(r"^\d{1,200}$")
+API_VERSION = re.compile(r"^\d{2,3}\.0$")
+SF_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _shown(key: str, value: Any) -> str:
+    if key in SECRET_KEYS:
+        return "(hidden)"
+    return repr(value)
+
+
+class _Reader:
+    """Reads one section, type-checks each key, and collects problems instead of stopping at the first."""
+
+    def __init__(self, raw: Mapping[str, Any], problems: list[Problem]) -> None:
+        self.raw = raw
+        self.problems = problems
+
+    def section(self, name: str, known: set[str]) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            self.problems.append(Problem(f"[{name}]", repr(value), "must be a table"))
+            return {}
+        for key in sorted(set(value) - known):
+            self.problems.append(Problem(f"{name}.{key}", None, f"unknown key (known: {', '.join(sorted(known))})"))
+        return value
+
+    def get(self, section: dict[str, Any], qualified: str, kind: type | tuple[type, ...], default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
+        key = qualified.split(".", 1)[1]
+        if key not in section:
+            return default
+        value = section[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.problems.append(Problem(qualified, _shown(qualified, value), f"must be {_kind_name(kinds)}"))
+            return default
+        if not isinstance(value, kinds):
+            self.problems.append(Problem(qualified, _shown(qualified, value), f"must be {_kind_name(kinds)}"))
+            return default
+        if check is not None:
+            why = check(value)
+            if why:
+                self.problems.append(Problem(qualified, _shown(qualified, value), why))
+                return default
+        return value
+
+    def require(self, value: Any, qualified: str, env: str | None) -> None:
+        if any(p.key == qualified for p in self.problems):
+            return  # already reported as wrong; "missing" would only confuse
+        if value in (None, ""):
+            where = f" (or the environment variable {env})" if env else ""
+            self.problems.append(Problem(qualified, None, f"is required: set it in the file{where}"))
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _at_least(minimum: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= minimum else f"must be at least {minimum:g}"
+
+
+def check_domain(value: str) -> str | None:
+    if "://" in value:
+        return "give the host only, without a scheme (all traffic is HTTPS), e.g. 'example.eu.auth0.com'"
+    if "/" in value:
+        return "give the host only, without a path"
+    match = HOST_PORT.match(value)
+    if not match:
+        return "must be host or host:port"
+    port = match.group("port")
+    if port is not None and not 0 < int(port) < 65536:
+        return "the port must be between 1 and 65535"
+    return None
+
+
+def check_salesforce_domain(value: str) -> str | None:
+    why = check_domain(value)
+    if why:
+        return why
+    host = value.split(":")[0].lower()
+    if host in ("login.salesforce.com", "test.salesforce.com"):
+        return (
+            "the client credentials flow only works on your org's My Domain host; use '<name>.my.salesforce.com' "
+            "(or '<name>--<sandbox>.sandbox.my.salesforce.com'), shown in Setup > My Domain"
+        )
+    if host.endswith(".lightning.force.com"):
+        name = host[: -len(".lightning.force.com")]
+        return f"that is the Lightning UI host; use the My Domain API host instead, e.g. '{name}.my.salesforce.com'"
+    return None
+
+
+def check_start_from(value: str) -> str | None:
+    if value in ("now", "oldest") or LOG_ID.match(value):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return "must be 'now', 'oldest', an RFC 3339 timestamp (e.g. 2026-01-31T00:00:00Z) or a log_id (digits)"
+    if parsed.tzinfo is None:
+        return "an RFC 3339 timestamp needs a time zone, e.g. 2026-01-31T00:00:00Z"
+    return None
+
+
+def check_login_types(value: list[Any]) -> str | None:
+    if not value:
+        return "must name at least one log type, e.g. [\"s\"]"
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        return "must be a list of strings"
+    unknown = [v for v in value if v not in KNOWN_LOGIN_TYPES]
+    if unknown:
+        return f"{', '.join(map(repr, unknown))} is not a successful-login type (known: {', '.join(sorted(KNOWN_LOGIN_TYPES))})"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"must be one of: {', '.join(choices)}"
+
+
+def _resolve(path: str, base: Path | None) -> Path:
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and base is not None:
+        candidate = base / candidate
+    return candidate
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` and the environment. Raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem("--config", str(path), "file not found (copy config.toml from the project and edit it)")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("--config", str(path), f"cannot be read: {exc}")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), None, f"is not valid TOML: {exc}")]) from None
+    return parse(raw, environ=environ, base=path.resolve().parent, source=path)
+
+
+def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | None = None, source: Path | None = None) -> Config:
+    problems: list[Problem] = []
+    reader = _Reader(raw, problems)
+    known_sections = {"auth0", "salesforce", "schedule", "state", "http", "work", "logging"}
+    for name in sorted(set(raw) - known_sections):
+        problems.append(Problem(f"[{name}]", None, f"unknown section (known: {', '.join(sorted(known_sections))})"))
+
+    merged = {name: dict(raw.get(name, {})) if isinstance(raw.get(name, {}), dict) else raw.get(name) for name in known_sections}
+    env_for: dict[str, str] = {}
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        env_for[f"{section}.{key}"] = variable
+        value = environ.get(variable)
+        if value is not None and value != "" and isinstance(merged.get(section), dict):
+            merged[section][key] = value
+    reader.raw = merged
+
+    a = reader.section("auth0", {"domain", "client_id", "client_secret", "start_from", "login_types"})
+    auth0 = Auth0Config(
+        domain=reader.get(a, "auth0.domain", str, "", check_domain),
+        client_id=reader.get(a, "auth0.client_id", str, ""),
+        client_secret=reader.get(a, "auth0.client_secret", str, ""),
+        start_from=reader.get(a, "auth0.start_from", str, "now", check_start_from),
+        login_types=tuple(reader.get(a, "auth0.login_types", list, list(DEFAULT_LOGIN_TYPES), check_login_types)),
+    )
+    for key in ("domain", "client_id", "client_secret"):
+        reader.require(getattr(auth0, key), f"auth0.{key}", env_for.get(f"auth0.{key}"))
+
+    s = reader.section(
+        "salesforce",
+        {"domain", "client_id", "client_secret", "company", "api_version", "lead_source", "on_duplicate", "external_id_field"},
+    )
+
+    def api_version(value: str) -> str | None:
+        if value.lower().startswith("v"):
+            return f"write the number without 'v', e.g. \"{value[1:]}\""
+        return None if API_VERSION.match(value) else "must look like \"59.0\""
+
+    def field_name(value: str) -> str | None:
+        return None if value == "" or SF_FIELD_NAME.match(value) else "must be a Salesforce field API name, e.g. Auth0_User_Id__c"
+
+    external_id = reader.get(s, "salesforce.external_id_field", str, "", field_name)
+    salesforce = SalesforceConfig(
+        domain=reader.get(s, "salesforce.domain", str, "", check_salesforce_domain),
+        client_id=reader.get(s, "salesforce.client_id", str, ""),
+        client_secret=reader.get(s, "salesforce.client_secret", str, ""),
+        company=reader.get(s, "salesforce.company", str, ""),
+        api_version=reader.get(s, "salesforce.api_version", str, "59.0", api_version),
+        lead_source=reader.get(s, "salesforce.lead_source", str, "Auth0"),
+        on_duplicate=reader.get(s, "salesforce.on_duplicate", str, "adopt", _one_of("adopt", "allow_save", "skip")),
+        external_id_field=external_id or None,
+    )
+    for key in ("domain", "client_id", "client_secret", "company"):
+        reader.require(getattr(salesforce, key), f"salesforce.{key}", env_for.get(f"salesforce.{key}"))
+
+    sc = reader.section("schedule", {"interval_seconds", "cycle_deadline_seconds", "watchdog_intervals"})
+    schedule = ScheduleConfig(
+        interval_seconds=float(reader.get(sc, "schedule.interval_seconds", (int, float), 300, _at_least(1))),
+        cycle_deadline_seconds=float(reader.get(sc, "schedule.cycle_deadline_seconds", (int, float), 0, _at_least(0))),
+        watchdog_intervals=float(reader.get(sc, "schedule.watchdog_intervals", (int, float), 3, _at_least(2))),
+    )
+
+    st = reader.section("state", {"path"})
+    state_path = reader.get(st, "state.path", str, "", lambda v: None if v.strip() else "must not be empty")
+    if not state_path:
+        problems.append(Problem("state.path", None, "is required: where the state database lives, e.g. \"/var/lib/lead-poller/state.db\""))
+    state = StateConfig(path=_resolve(state_path or ".", base))
+
+    h = reader.section("http", {"ca_bundle", "timeout_seconds", "connect_timeout_seconds"})
+    ca_bundle = reader.get(h, "http.ca_bundle", str, "")
+    ca_path = _resolve(ca_bundle, base) if ca_bundle else None
+    if ca_path is not None and not ca_path.is_file():
+        problems.append(Problem("http.ca_bundle", repr(ca_bundle), f"no such file: {ca_path}"))
+    http = HttpConfig(
+        ca_bundle=ca_path,
+        timeout_seconds=float(reader.get(h, "http.timeout_seconds", (int, float), 30, _positive)),
+        connect_timeout_seconds=float(reader.get(h, "http.connect_timeout_seconds", (int, float), 10, _positive)),
+    )
+
+    w = reader.section("work", {"max_attempts", "backoff_base_seconds", "backoff_cap_seconds", "concurrency"})
+    work = WorkConfig(
+        max_attempts=reader.get(w, "work.max_attempts", int, 8, _at_least(1)),
+        backoff_base_seconds=float(reader.get(w, "work.backoff_base_seconds", (int, float), 60, _positive)),
+        backoff_cap_seconds=float(reader.get(w, "work.backoff_cap_seconds", (int, float), 6 * 3600, _positive)),
+        concurrency=reader.get(w, "work.concurrency", int, 4, lambda v: None if 1 <= v <= 32 else "must be between 1 and 32"),
+    )
+
+    lg = reader.section("logging", {"level", "pii"})
+    logging = LoggingConfig(
+        level=reader.get(lg, "logging.level", str, "info", _one_of("debug", "info", "warning", "error")),
+        pii=reader.get(lg, "logging.pii", str, "mask", _one_of("mask", "hash", "plain")),
+    )
+
+    if problems:
+        raise ConfigError(problems, source=str(source) if source else "configuration")
+    return Config(auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, source=source)

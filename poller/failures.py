@@ -1,0 +1,148 @@
+"""The vendor-response -> what-we-do table, kept as data in one place.
+
+Each adapter classifies a failed call by (api, operation, HTTP status, vendor error code) and gets a
+`Rule`: what happens next, the code recorded in the ledger, and the one line a person reads. The
+README's "Failure behaviour" table is generated from `RULES` (`python -m poller.failures`), and a
+test keeps the two in step.
+
+Lookup takes the most specific row: an exact vendor code beats a status, an exact operation beats
+`*`, an exact status beats a status class (`5xx`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Next(enum.Enum):
+    RETRY = "retry later (backoff; counts as an attempt)"
+    WAIT = "wait, then retry (never counts as an attempt)"
+    REFRESH = "fetch a new token once, then retry"
+    PERMANENT = "record the code; this user is not retried"
+    FATAL = "stop the cycle"
+    DAILY_LIMIT = "stop Salesforce writes this cycle; users stay pending"
+    NOT_FOUND = "look for a linked primary user, else record user_not_found"
+    DUPLICATE = "per [salesforce] on_duplicate"
+
+
+@dataclass(frozen=True)
+class Rule:
+    api: str  # auth0 | salesforce
+    operation: str  # token | logs | user_read | user_write | user_search | lead_lookup | lead_write | *
+    status: str  # "429", "5xx", "*", "timeout", "connection"
+    vendor_code: str | None  # errorCode / statusCode in the body, when it matters
+    next: Next
+    code: str  # what the ledger and the logs record
+    explanation: str  # what the user sees / should do
+
+    @property
+    def exit_code(self) -> int:
+        if self.next is Next.FATAL:
+            return 77 if self.code in CREDENTIAL_CODES else 1
+        if self.next in (Next.RETRY, Next.WAIT, Next.DAILY_LIMIT, Next.REFRESH):
+            return 75
+        return 0
+
+
+CREDENTIAL_CODES = frozenset(
+    {"auth0_credentials_rejected", "auth0_forbidden", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected", "auth0_token_rejected"}
+)
+
+R = Rule
+RULES: tuple[Rule, ...] = (
+    # --- Auth0 ------------------------------------------------------------------------------
+    R("auth0", "token", "401", None, Next.FATAL, "auth0_credentials_rejected", "Auth0 rejected the client id/secret: check AUTH0_CLIENT_ID / AUTH0_CLIENT_SECRET"),
+    R("auth0", "token", "403", None, Next.FATAL, "auth0_credentials_rejected", "the application is not authorised for the Management API: add a client grant for https://DOMAIN/api/v2/"),
+    R("auth0", "token", "429", None, Next.WAIT, "auth0_rate_limited", "token endpoint rate-limited: wait for Retry-After / x-ratelimit-reset"),
+    R("auth0", "token", "5xx", None, Next.RETRY, "auth0_unavailable", "Auth0 is unavailable: retried next cycle"),
+    R("auth0", "*", "429", None, Next.WAIT, "auth0_rate_limited", "rate limit: wait until x-ratelimit-reset (or Retry-After), then continue; users never fail because of it"),
+    R("auth0", "*", "401", None, Next.REFRESH, "auth0_token_rejected", "token expired or revoked: a new token is fetched once; a second 401 stops the cycle"),
+    R("auth0", "*", "403", None, Next.FATAL, "auth0_forbidden", "a scope is missing: grant read:logs, read:users and update:users_app_metadata to the application"),
+    R("auth0", "logs", "400", None, Next.FATAL, "auth0_checkpoint_rejected", "Auth0 rejected the stored checkpoint as malformed; nothing was skipped: fix or reset [auth0] start_from and the state"),
+    R("auth0", "user_read", "404", None, Next.NOT_FOUND, "user_not_found", "the log's user id may be a linked secondary identity: its primary user is looked up, else user_not_found is recorded"),
+    R("auth0", "user_write", "404", None, Next.PERMANENT, "user_not_found", "the user was deleted before the flag could be written; the lead stays"),
+    R("auth0", "user_read", "400", None, Next.PERMANENT, "auth0_bad_user_id", "Auth0 refused the user id"),
+    R("auth0", "user_write", "400", None, Next.PERMANENT, "auth0_write_back_rejected", "Auth0 refused the app_metadata write"),
+    R("auth0", "user_search", "400", None, Next.RETRY, "auth0_search_rejected", "user search refused the query; per-user reads are used instead"),
+    R("auth0", "*", "5xx", None, Next.RETRY, "auth0_unavailable", "Auth0 answered 5xx: retried with backoff"),
+    R("auth0", "*", "timeout", None, Next.RETRY, "auth0_timeout", "no answer within [http] timeout_seconds: retried with backoff"),
+    R("auth0", "*", "connection", None, Next.RETRY, "auth0_unreachable", "cannot connect to Auth0 (DNS, TLS or network): retried with backoff"),
+    R("auth0", "*", "*", None, Next.RETRY, "auth0_unexpected", "an unexpected Auth0 answer: retried with backoff, then failed"),
+    # --- Salesforce -------------------------------------------------------------------------
+    R("salesforce", "token", "400", "invalid_client_id", Next.FATAL, "salesforce_credentials_rejected", "Salesforce does not know the consumer key: check SALESFORCE_CLIENT_ID"),
+    R("salesforce", "token", "400", "invalid_client", Next.FATAL, "salesforce_credentials_rejected", "wrong consumer secret: check SALESFORCE_CLIENT_SECRET"),
+    R("salesforce", "token", "400", "invalid_grant", Next.FATAL, "salesforce_credentials_rejected", "the connected app refuses client credentials: enable the flow, set a Run As user, use the My Domain host"),
+    R("salesforce", "token", "400", None, Next.FATAL, "salesforce_credentials_rejected", "Salesforce refused the token request"),
+    R("salesforce", "token", "5xx", None, Next.RETRY, "salesforce_unavailable", "Salesforce login is unavailable: retried next cycle"),
+    R("salesforce", "*", "401", "INVALID_SESSION_ID", Next.REFRESH, "salesforce_session_rejected", "session expired or revoked: a new token is fetched once; a second 401 stops the cycle"),
+    R("salesforce", "*", "401", None, Next.REFRESH, "salesforce_session_rejected", "session rejected: a new token is fetched once; a second 401 stops the cycle"),
+    R("salesforce", "*", "403", "REQUEST_LIMIT_EXCEEDED", Next.DAILY_LIMIT, "salesforce_daily_limit", "the org's daily API allowance is spent: writes stop this cycle, users stay pending (exit 75 with --run-once)"),
+    R("salesforce", "*", "403", None, Next.FATAL, "salesforce_forbidden", "the Run As user lacks a permission (API Enabled, create/read on Lead)"),
+    R("salesforce", "lead_write", "400", "REQUIRED_FIELD_MISSING", Next.PERMANENT, "REQUIRED_FIELD_MISSING", "a required Lead field is empty for this user (see the field)"),
+    R("salesforce", "lead_write", "400", "INVALID_EMAIL_ADDRESS", Next.PERMANENT, "INVALID_EMAIL_ADDRESS", "Salesforce refused the user's email address"),
+    R("salesforce", "lead_write", "400", "STRING_TOO_LONG", Next.PERMANENT, "STRING_TOO_LONG", "a value is longer than the org allows for the field"),
+    R("salesforce", "lead_write", "400", "FIELD_CUSTOM_VALIDATION_EXCEPTION", Next.PERMANENT, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "an org validation rule refused the lead (its message is recorded)"),
+    R("salesforce", "lead_write", "400", "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", Next.PERMANENT, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "a picklist value (e.g. LeadSource) is not allowed in this org"),
+    R("salesforce", "lead_write", "400", "INVALID_FIELD", Next.PERMANENT, "INVALID_FIELD", "the org has no such Lead field, or it is not writable"),
+    R("salesforce", "lead_write", "400", "INVALID_FIELD_FOR_INSERT_UPDATE", Next.PERMANENT, "INVALID_FIELD_FOR_INSERT_UPDATE", "a mapped field is not createable for the Run As user"),
+    R("salesforce", "lead_write", "400", "DUPLICATES_DETECTED", Next.DUPLICATE, "DUPLICATES_DETECTED", "a duplicate rule matched: adopt the match, save anyway, or skip ([salesforce] on_duplicate)"),
+    R("salesforce", "lead_write", "400", "UNABLE_TO_LOCK_ROW", Next.RETRY, "UNABLE_TO_LOCK_ROW", "record lock contention in Salesforce: retried with backoff"),
+    R("salesforce", "lead_write", "300", None, Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead has this external id (the field is not unique)"),
+    R("salesforce", "lead_write", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
+    R("salesforce", "lead_lookup", "400", "INVALID_FIELD", Next.FATAL, "salesforce_invalid_query", "the lookup query names a field the org lacks (check external_id_field)"),
+    R("salesforce", "lead_write", "400", None, Next.PERMANENT, "salesforce_rejected", "Salesforce refused the lead (the code and field are recorded)"),
+    R("salesforce", "*", "400", None, Next.RETRY, "salesforce_bad_request", "Salesforce refused a request: retried with backoff, then failed"),
+    R("salesforce", "*", "5xx", None, Next.RETRY, "salesforce_unavailable", "Salesforce answered 5xx (or a non-JSON body): retried with backoff"),
+    R("salesforce", "*", "timeout", None, Next.RETRY, "salesforce_timeout", "no answer in time; a lead write that may have happened is looked up before any new create"),
+    R("salesforce", "*", "connection", None, Next.RETRY, "salesforce_unreachable", "cannot connect to Salesforce: retried with backoff"),
+    R("salesforce", "*", "*", None, Next.RETRY, "salesforce_unexpected", "an unexpected Salesforce answer: retried with backoff, then failed"),
+)
+
+
+def _status_matches(pattern: str, status: str) -> int:
+    """0 = no match; higher = more specific."""
+    if pattern == status:
+        return 3
+    if pattern.endswith("xx") and status.isdigit() and status[0] == pattern[0]:
+        return 2
+    if pattern == "*":
+        return 1
+    return 0
+
+
+def lookup(api: str, operation: str, status: int | str, vendor_code: str | None = None) -> Rule:
+    status_text = str(status)
+    best: tuple[int, Rule] | None = None
+    for rule in RULES:
+        if rule.api != api:
+            continue
+        if rule.operation not in ("*", operation):
+            continue
+        status_score = _status_matches(rule.status, status_text)
+        if not status_score:
+            continue
+        if rule.vendor_code is not None and rule.vendor_code != vendor_code:
+            continue
+        score = status_score * 100 + (10 if rule.vendor_code else 0) + (1 if rule.operation != "*" else 0)
+        if best is None or score > best[0]:
+            best = (score, rule)
+    assert best is not None, f"no rule for {api} {operation} {status}"  # the '*' rows make this unreachable
+    return best[1]
+
+
+def markdown_table() -> str:
+    """The README's failure table, generated from RULES."""
+    lines = [
+        "| API | call | answer | error code | what lead-poller does | recorded as | what it means / what to do |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rule in RULES:
+        lines.append(
+            f"| {rule.api} | {rule.operation} | {rule.status} | {rule.vendor_code or ''} | {rule.next.value} | `{rule.code}` | {rule.explanation} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

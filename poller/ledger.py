@@ -1,0 +1,393 @@
+"""The state database: the checkpoint in the Auth0 log stream, and one ledger row per Auth0 user.
+
+A user row moves through these states:
+
+    pending ──(flag already set)──────────────────────────────► recorded
+       │                                                          ▲
+       ├─(profile loaded, lead intent written)► step=lead_write ─┤ (lead id known)
+       │                                          │               │
+       │                                          ▼               │
+       │                                    step=write_back ──────┘ (flag written to Auth0)
+       ├─(no email, unverified, no consent)──► skipped  (re-checked on the user's next login)
+       ├─(filtered by a rule)────────────────► skipped  (final)
+       └─(permanent error / max attempts)────► failed   (`lead-poller retry` makes it pending again)
+
+`step` is the intent log that makes a crash harmless: `lead_write` is committed *before* a lead is
+written to Salesforce, so a resumed user whose lead may exist is looked up before any new create;
+`write_back` holds the lead id until Auth0 has the flag.
+
+One pending page of the log stream is recorded with the new checkpoint in ONE transaction, so the
+checkpoint never moves past a login that the ledger does not hold.
+
+An exclusive lock file beside the database keeps a second poller off the same state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from poller.errors import StateError, StateLocked
+
+SCHEMA_VERSION = 1
+
+# Reasons for `skipped` that a later login should re-check: the profile may have changed since.
+RECHECK_ON_LOGIN = frozenset({"no_email", "invalid_email", "email_unverified", "awaiting_consent"})
+
+PENDING, RECORDED, SKIPPED, FAILED = "pending", "recorded", "skipped", "failed"
+STEP_LEAD_WRITE, STEP_WRITE_BACK = "lead_write", "write_back"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE users (
+    user_id         TEXT PRIMARY KEY,
+    status          TEXT NOT NULL,
+    step            TEXT,
+    lead_id         TEXT,
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    first_seen_at   REAL NOT NULL,
+    last_login_at   TEXT,
+    last_log_id     TEXT,
+    updated_at      REAL NOT NULL
+);
+CREATE INDEX users_due ON users (status, next_attempt_at);
+CREATE TABLE cycles (
+    id          INTEGER PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    outcome     TEXT,
+    summary     TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Login:
+    """A login event reduced to what the ledger keeps (no personal data beyond the user id)."""
+
+    user_id: str
+    log_id: str
+    date: str | None
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user_id: str
+    status: str
+    step: str | None
+    lead_id: str | None
+    reason: str | None
+    attempts: int
+    next_attempt_at: float
+
+
+class Ledger:
+    def __init__(self, path: Path, *, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock_file = self._acquire_lock(path)
+        try:
+            self._db = self._open(path)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    # --- opening ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _acquire_lock(path: Path) -> int:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the state database's lock file next to {path}: {exc.strerror}", code="state_unwritable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateLocked(
+                f"another lead-poller is already using the state database {path}; run one poller per state "
+                "(stop the other, or give this one its own [state] path)",
+                code="state_locked",
+            ) from None
+        return fd
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        existed = path.exists() and path.stat().st_size > 0
+        try:
+            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            if not existed:
+                with _transaction(db):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                return db
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"the state database {path} is not a lead-poller database or is corrupt ({exc}); "
+                "move it aside to start over (earlier logins will not be replayed unless [auth0] start_from says so)",
+                code="state_corrupt",
+            ) from None
+        version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
+        if version is None:
+            raise StateError(f"the state database {path} has no schema version; it was not written by lead-poller", code="state_corrupt")
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"the state database {path} is schema version {version}, newer than this lead-poller understands "
+                f"({SCHEMA_VERSION}); upgrade lead-poller or point [state] path elsewhere",
+                code="state_future",
+            )
+        return db
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            self._release_lock()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.get_meta("checkpoint")
+
+    def set_checkpoint(self, log_id: str) -> None:
+        with _transaction(self._db):
+            self._set_checkpoint(log_id)
+
+    def _set_checkpoint(self, log_id: str) -> None:
+        self.set_meta("checkpoint", log_id)
+        self.set_meta("checkpoint_at", repr(self._clock()))
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def record_page(self, logins: Iterable[Login], checkpoint: str) -> int:
+        """Record a page's login events and move the checkpoint, atomically.
+
+        Returns how many users became pending (new users, and skipped users worth a re-check).
+        Users already recorded, failed or pending are only touched to note the login.
+        """
+        now = self._clock()
+        became_pending = 0
+        recheck = tuple(RECHECK_ON_LOGIN)
+        with _transaction(self._db):
+            for login in logins:
+                cursor = self._db.execute(
+                    "INSERT INTO users (user_id, status, first_seen_at, last_login_at, last_log_id, updated_at) "
+                    "VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT(user_id) DO NOTHING",
+                    (login.user_id, now, login.date, login.log_id, now),
+                )
+                if cursor.rowcount:
+                    became_pending += 1
+                    continue
+                cursor = self._db.execute(
+                    f"UPDATE users SET status = 'pending', reason = NULL, attempts = 0, next_attempt_at = 0, "
+                    f"last_login_at = ?, last_log_id = ?, updated_at = ? "
+                    f"WHERE user_id = ? AND status = 'skipped' AND reason IN ({','.join('?' * len(recheck))})",
+                    (login.date, login.log_id, now, login.user_id, *recheck),
+                )
+                if cursor.rowcount:
+                    became_pending += 1
+                    continue
+                self._db.execute(
+                    "UPDATE users SET last_login_at = ?, last_log_id = ? WHERE user_id = ?",
+                    (login.date, login.log_id, login.user_id),
+                )
+            self._set_checkpoint(checkpoint)
+        return became_pending
+
+    # --- work ---------------------------------------------------------------------------------
+
+    def due(self, limit: int) -> list[UserRow]:
+        rows = self._db.execute(
+            "SELECT * FROM users WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
+            (self._clock(), limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, user_id: str) -> UserRow | None:
+        row = self._db.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return None if row is None else _row(row)
+
+    def begin_lead_write(self, user_ids: Iterable[str]) -> None:
+        """Intent: a lead write for these users is about to be sent (it may happen even if we die)."""
+        now = self._clock()
+        with _transaction(self._db):
+            self._db.executemany(
+                "UPDATE users SET step = 'lead_write', updated_at = ? WHERE user_id = ? AND status = 'pending'",
+                [(now, u) for u in user_ids],
+            )
+
+    def lead_known(self, user_id: str, lead_id: str) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE users SET step = 'write_back', lead_id = ?, updated_at = ? WHERE user_id = ?",
+                (lead_id, self._clock(), user_id),
+            )
+
+    def mark_recorded(self, user_id: str, lead_id: str | None, reason: str | None = None) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE users SET status = 'recorded', step = NULL, lead_id = COALESCE(?, lead_id), reason = ?, "
+                "next_attempt_at = 0, updated_at = ? WHERE user_id = ?",
+                (lead_id, reason, self._clock(), user_id),
+            )
+
+    def mark_skipped(self, user_id: str, reason: str) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE users SET status = 'skipped', step = NULL, reason = ?, updated_at = ? WHERE user_id = ?",
+                (reason, self._clock(), user_id),
+            )
+
+    def mark_failed(self, user_id: str, code: str) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE users SET status = 'failed', reason = ?, attempts = attempts + 1, updated_at = ? WHERE user_id = ?",
+                (code, self._clock(), user_id),
+            )
+
+    def retry_later(self, user_id: str, code: str, *, min_delay: float, base: float, cap: float, max_attempts: int, count_attempt: bool = True) -> str:
+        """Schedule another attempt with exponential backoff and full jitter; `failed` after max_attempts.
+
+        Returns the user's new status. With `count_attempt=False` (rate limits, a spent daily
+        allowance) the user waits without using up an attempt.
+        """
+        row = self.get(user_id)
+        if row is None:
+            return FAILED
+        attempts = row.attempts + (1 if count_attempt else 0)
+        now = self._clock()
+        with _transaction(self._db):
+            if attempts >= max_attempts:
+                self._db.execute(
+                    "UPDATE users SET status = 'failed', reason = ?, attempts = ?, updated_at = ? WHERE user_id = ?",
+                    (code, attempts, now, user_id),
+                )
+                return FAILED
+            backoff = min(cap, base * (2 ** max(attempts - 1, 0)))
+            delay = max(min_delay, random.uniform(backoff / 2, backoff)) if count_attempt else min_delay
+            self._db.execute(
+                "UPDATE users SET reason = ?, attempts = ?, next_attempt_at = ?, updated_at = ? WHERE user_id = ?",
+                (code, attempts, now + delay, now, user_id),
+            )
+        return PENDING
+
+    def requeue_failed(self, user_ids: Iterable[str] | None = None) -> int:
+        """Make failed users pending again (all of them when `user_ids` is None). Returns the count."""
+        now = self._clock()
+        with _transaction(self._db):
+            if user_ids is None:
+                cursor = self._db.execute(
+                    "UPDATE users SET status = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ? WHERE status = 'failed'",
+                    (now,),
+                )
+                return cursor.rowcount
+            count = 0
+            for user_id in user_ids:
+                cursor = self._db.execute(
+                    "UPDATE users SET status = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ? "
+                    "WHERE user_id = ? AND status IN ('failed', 'skipped')",
+                    (now, user_id),
+                )
+                count += cursor.rowcount
+            return count
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in self._db.execute("SELECT status, COUNT(*) AS n FROM users GROUP BY status")}
+
+    def reasons(self, status: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT reason, COUNT(*) AS n FROM users WHERE status = ? GROUP BY reason ORDER BY n DESC", (status,))
+        return {r["reason"] or "unknown": r["n"] for r in rows}
+
+    def pending_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM users WHERE status = 'pending'").fetchone()[0]
+
+    def start_cycle(self) -> int:
+        with _transaction(self._db):
+            return self._db.execute("INSERT INTO cycles (started_at) VALUES (?)", (self._clock(),)).lastrowid
+
+    def finish_cycle(self, cycle_id: int, outcome: str, summary: dict[str, Any]) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE cycles SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?",
+                (self._clock(), outcome, json.dumps(summary, sort_keys=True), cycle_id),
+            )
+            # Keep a bounded history: status needs the last cycles, not all of them.
+            self._db.execute("DELETE FROM cycles WHERE id <= ?", (cycle_id - 1000,))
+
+    def users(self) -> Iterator[UserRow]:
+        for row in self._db.execute("SELECT * FROM users ORDER BY rowid"):
+            yield _row(row)
+
+
+def _row(row: sqlite3.Row) -> UserRow:
+    return UserRow(
+        user_id=row["user_id"],
+        status=row["status"],
+        step=row["step"],
+        lead_id=row["lead_id"],
+        reason=row["reason"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+    )
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.nested = False
+
+    def __enter__(self) -> None:
+        self.nested = self.db.in_transaction
+        if not self.nested:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self.nested:
+            return
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

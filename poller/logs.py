@@ -1,0 +1,196 @@
+"""One log pipeline for our events and for third-party loggers, rendered once.
+
+JSON lines on stdout when stdout is not a terminal (journald collects them), a readable console on a
+terminal. Two processors stand between every event and the output:
+
+- `redact`: secrets never leave the process. Keys that name a secret, known secret values (the
+  configured client secrets, every token we obtained), and `Bearer ...` strings are replaced.
+- `protect_personal_data`: emails and IP addresses are masked (or hashed) by default, in named fields
+  and inside free text such as a vendor's error message. User ids stay, so support can find a case.
+
+Logging must never take the daemon down: the processors tolerate any value, and rendering falls back
+to `repr` for anything JSON cannot hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import sys
+import threading
+from typing import Any, Iterable, MutableMapping, TextIO
+
+import structlog
+
+SECRET_KEY = re.compile(r"(secret|token|authorization|password|session_id|signature|cookie)", re.IGNORECASE)
+PERSONAL_KEYS = frozenset({"email", "ip", "user_name", "emails"})
+EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+IPV4_IN_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+BEARER = re.compile(r"(Bearer|OAuth)\s+[A-Za-z0-9._~+/!=\-]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+THIRD_PARTY = ("apscheduler", "httpx", "httpcore", "urllib3", "simple_salesforce", "requests", "auth0")
+
+
+class _Secrets:
+    """Values to scrub from any output: configured secrets and every token obtained at run time."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None) -> None:
+        if value and len(value) >= 6:  # short values would scrub ordinary words
+            with self._lock:
+                self._values.add(value)
+
+    def scrub(self, text: str) -> str:
+        for value in tuple(self._values):
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+
+
+secrets = _Secrets()
+
+
+def register_secret(value: str | None) -> None:
+    """Tell the log pipeline about a secret (a token just obtained, a client secret)."""
+    secrets.add(value)
+
+
+def mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    host, dot, tld = domain.rpartition(".")
+    return f"{local[:1]}***@{host[:1]}***{dot}{tld}" if dot else f"{local[:1]}***@***"
+
+
+def mask_ip(text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return "***"
+    if address.version == 4:
+        a, b, _, _ = text.split(".")
+        return f"{a}.{b}.x.x"
+    groups = address.exploded.split(":")
+    return f"{groups[0]}:{groups[1]}::x"
+
+
+def _hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+class PersonalData:
+    """Masks, hashes or leaves personal data, per `[logging] pii`."""
+
+    def __init__(self, mode: str = "mask") -> None:
+        self.mode = mode
+
+    def value(self, key: str, value: Any) -> Any:
+        if self.mode == "plain" or value is None:
+            return value
+        if isinstance(value, (list, tuple)):
+            return [self.value(key, v) for v in value]
+        text = str(value)
+        if self.mode == "hash":
+            return _hash(text)
+        if "@" in text:
+            return mask_email(text)
+        if key == "ip":
+            return mask_ip(text)
+        return text[:1] + "***"
+
+    def text(self, text: str) -> str:
+        if self.mode == "plain":
+            return text
+        replace_email = _hash if self.mode == "hash" else mask_email
+        text = EMAIL_IN_TEXT.sub(lambda m: replace_email(m.group(0)), text)
+        return IPV4_IN_TEXT.sub(lambda m: _hash(m.group(0)) if self.mode == "hash" else mask_ip(m.group(0)), text)
+
+
+_personal = PersonalData()
+
+
+def _clean(key: str, value: Any, depth: int = 0) -> Any:
+    if SECRET_KEY.search(key) and key not in ("token_type",):
+        return REDACTED if value not in (None, "") else value
+    if key in PERSONAL_KEYS:
+        return _personal.value(key, value)
+    if isinstance(value, str):
+        return _personal.text(secrets.scrub(value))
+    if isinstance(value, dict) and depth < 5:
+        return {str(k): _clean(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and depth < 5:
+        return [_clean(key, v, depth + 1) for v in value]
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return _personal.text(secrets.scrub(repr(value)))
+
+
+def protect(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: redact secrets and mask personal data in every field, never raising."""
+    for key in list(event_dict):
+        try:
+            event_dict[key] = _clean(key, event_dict[key])
+        except Exception:  # a value whose __repr__ itself fails
+            event_dict[key] = "<unrepresentable>"
+    return event_dict
+
+
+def _json_default(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return "<unrepresentable>"
+
+
+def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable[str] = (), stream: TextIO | None = None, json_lines: bool | None = None) -> None:
+    """Set up structlog and the stdlib root logger to share one pipeline. Safe to call again."""
+    stream = stream or sys.stdout
+    _personal.mode = pii
+    for value in secret_values:
+        register_secret(value)
+    if json_lines is None:
+        json_lines = not stream.isatty()
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.dict_tracebacks if json_lines else structlog.processors.format_exc_info,
+        protect,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=json.dumps, default=_json_default, ensure_ascii=False)
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared[:-1] + [structlog.stdlib.ExtraAdder(), protect],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Third-party loggers speak only when something is wrong; httpx at INFO would log every URL.
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
+def get_logger(name: str = "lead-poller") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,385 @@
+"""One cycle: ingest the log stream into the ledger, then work the pending users.
+
+The order of operations lives here and nowhere else. This module imports no vendor SDK: it talks to
+the outside world through the three small protocols below, and to the state through the ledger.
+
+Ingest never waits for Salesforce: a Salesforce outage only leaves users pending, while the log
+stream is still read (Auth0 keeps logs for as little as one day).
+
+Work, per batch of due users:
+  1. read the profiles (concurrently, in the adapter);
+  2. decide: already flagged -> recorded; no usable email -> skipped with the reason; else a lead;
+  3. look up open leads with those emails (one query per batch) and reuse them;
+  4. record the intent, then write the rest in one sObject Collections call;
+  5. write the flag and lead id back to Auth0, then mark the user recorded.
+Every step's result is committed before the next step starts, so a crash resumes at the right step.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, RetriableError
+from poller.ledger import STEP_WRITE_BACK, Ledger, Login, UserRow
+from poller.logs import get_logger
+from poller.mapping import LeadDefaults, build_lead, flagged_lead_id, is_flagged
+from poller.pacing import Interrupt
+
+log = get_logger("poller.cycle")
+
+BATCH = 200
+
+
+class LogSource(Protocol):
+    def find_start(self, start_from: str) -> tuple[str | None, list[dict[str, Any]]]: ...
+
+    def read_page(self, checkpoint: str) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+class UserDirectory(Protocol):
+    def get_users(self, user_ids: Iterable[str]) -> Mapping[str, dict[str, Any] | Exception]: ...
+
+    def write_backs(self, pairs: Iterable[tuple[str, str]]) -> Mapping[str, Exception | None]: ...
+
+
+class LeadSink(Protocol):
+    def find_leads(self, emails: Iterable[str]) -> dict[str, str]: ...
+
+    def write_leads(self, leads: Sequence[Any]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    login_types: frozenset[str]
+    start_from: str
+    lead_defaults: LeadDefaults
+    max_attempts: int = 8
+    backoff_base_seconds: float = 60.0
+    backoff_cap_seconds: float = 6 * 3600.0
+    deadline_seconds: float | None = None
+
+
+@dataclass
+class CycleReport:
+    cycle_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    events_read: int = 0
+    login_events: int = 0
+    new_users: int = 0
+    users_worked: int = 0
+    leads_created: int = 0
+    leads_reused: int = 0
+    already_flagged: int = 0
+    written_back: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    retrying: Counter = field(default_factory=Counter)
+    checkpoint: str | None = None
+    ingest_error: str | None = None
+    salesforce_paused: str | None = None
+    interrupted: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def temporary_problems(self) -> bool:
+        return bool(self.retrying or self.ingest_error or self.salesforce_paused or self.interrupted)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.TEMPORARY if self.temporary_problems else ExitCode.OK
+
+    @property
+    def outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        return "partial" if self.temporary_problems else "ok"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "events_read": self.events_read,
+            "login_events": self.login_events,
+            "new_users": self.new_users,
+            "users_worked": self.users_worked,
+            "leads_created": self.leads_created,
+            "leads_reused": self.leads_reused,
+            "already_flagged": self.already_flagged,
+            "written_back": self.written_back,
+            "skipped": dict(self.skipped),
+            "failed": dict(self.failed),
+            "retrying": dict(self.retrying),
+            "checkpoint": self.checkpoint,
+            "ingest_error": self.ingest_error,
+            "salesforce_paused": self.salesforce_paused,
+            "duration_seconds": round(self.finished_at - self.started_at, 3),
+        }
+
+
+def logins_in(events: Iterable[dict[str, Any]], login_types: frozenset[str]) -> list[Login]:
+    """The login events of a page, reduced to what the ledger keeps. Odd events are passed over."""
+    logins = []
+    for event in events:
+        kind, user_id = event.get("type"), event.get("user_id")
+        if not isinstance(kind, str) or kind not in login_types:
+            continue
+        if not isinstance(user_id, str) or not user_id.strip():
+            continue
+        log_id = event.get("log_id")
+        date = event.get("date")
+        logins.append(Login(user_id=user_id.strip(), log_id=log_id if isinstance(log_id, str) else "", date=date if isinstance(date, str) else None))
+    return logins
+
+
+@dataclass
+class _Candidate:
+    row: UserRow
+    email: str
+    lead: dict[str, str]
+
+
+class Cycle:
+    """One ingest + work pass. Build it with everything it needs; `run()` once."""
+
+    def __init__(
+        self,
+        *,
+        source: LogSource,
+        directory: UserDirectory,
+        sink: LeadSink,
+        ledger: Ledger,
+        settings: CycleSettings,
+        interrupt: Interrupt,
+        clock: Callable[[], float] = time.time,
+        make_write: Callable[[str, dict[str, str]], Any],
+    ) -> None:
+        self.source = source
+        self.directory = directory
+        self.sink = sink
+        self.ledger = ledger
+        self.settings = settings
+        self.interrupt = interrupt
+        self.clock = clock
+        self.make_write = make_write
+        self.report = CycleReport()
+        self.log = log.bind(cycle_id=self.report.cycle_id)
+
+    def run(self) -> CycleReport:
+        report = self.report
+        report.started_at = self.clock()
+        if self.settings.deadline_seconds:
+            self.interrupt.deadline = report.started_at + self.settings.deadline_seconds
+        row_id = self.ledger.start_cycle()
+        outcome = "fatal"
+        try:
+            self.ingest()
+            self.work()
+            report.interrupted = report.interrupted or self.interrupt.stopping
+            outcome = report.outcome
+        finally:
+            report.finished_at = self.clock()
+            report.checkpoint = self.ledger.checkpoint
+            self.ledger.finish_cycle(row_id, outcome, report.summary())
+            self.interrupt.deadline = None
+        return report
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def ingest(self) -> None:
+        report = self.report
+        try:
+            checkpoint = self.ledger.checkpoint
+            if checkpoint is None:
+                checkpoint = self._start()
+                if checkpoint is None:
+                    return
+            while not self.interrupt.should_stop:
+                events, next_checkpoint = self.source.read_page(checkpoint)
+                if not events:
+                    return
+                if next_checkpoint is None:
+                    report.ingest_error = "a log page had no usable log_id"
+                    self.log.error("ingest_stalled", reason=report.ingest_error, checkpoint=checkpoint)
+                    return
+                self._take_in(events, next_checkpoint)
+                checkpoint = next_checkpoint
+        except RetriableError as exc:
+            # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
+            report.ingest_error = exc.code
+            self.log.warning("ingest_paused", code=exc.code, error=str(exc), checkpoint=self.ledger.checkpoint)
+
+    def _start(self) -> str | None:
+        start_from = self.ledger.get_meta("start_from_override") or self.settings.start_from
+        checkpoint, events = self.source.find_start(start_from)
+        if checkpoint is None:
+            # No log to start from yet (a new tenant, or nothing since start_from). Everything that
+            # arrives from now on is after "now", so the next cycle starts from the oldest log.
+            if start_from == "now":
+                self.ledger.set_meta("start_from_override", "oldest")
+            self.log.info("no_logs_yet", start_from=start_from)
+            return None
+        self._take_in(events, checkpoint)
+        self.log.info("checkpoint_initialised", start_from=start_from, checkpoint=checkpoint)
+        return checkpoint
+
+    def _take_in(self, events: list[dict[str, Any]], checkpoint: str) -> None:
+        logins = logins_in(events, self.settings.login_types)
+        self.report.events_read += len(events)
+        self.report.login_events += len(logins)
+        for event in events:
+            if event.get("type") in ("api_limit", "api_limit_warning"):
+                self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
+        self.report.new_users += self.ledger.record_page(logins, checkpoint)
+
+    # --- work ---------------------------------------------------------------------------------
+
+    def work(self) -> None:
+        worked: set[str] = set()
+        while not self.interrupt.should_stop:
+            rows = [r for r in self.ledger.due(BATCH) if r.user_id not in worked]
+            if not rows:
+                return
+            worked.update(r.user_id for r in rows)
+            self.report.users_worked += len(rows)
+            self._work_batch(rows)
+
+    def _work_batch(self, rows: list[UserRow]) -> None:
+        ready: list[tuple[UserRow, str]] = [(r, r.lead_id) for r in rows if r.step == STEP_WRITE_BACK and r.lead_id]
+        need_profile = [r for r in rows if not (r.step == STEP_WRITE_BACK and r.lead_id)]
+        candidates: list[_Candidate] = []
+        profiles = self.directory.get_users(r.user_id for r in need_profile) if need_profile else {}
+        for row in need_profile:
+            profile = profiles.get(row.user_id)
+            if isinstance(profile, Exception) or profile is None:
+                self._defer(row, profile or RetriableError("no profile", code="auth0_unexpected"))
+                continue
+            candidate = self._decide(row, profile)
+            if candidate is not None:
+                candidates.append(candidate)
+        if candidates and not self.report.salesforce_paused:
+            ready.extend(self._ensure_leads(candidates))
+        elif candidates:
+            for candidate in candidates:
+                self._defer(candidate.row, DailyLimitReached(self.report.salesforce_paused or "paused"))
+        if ready:
+            self._write_back(ready)
+
+    def _decide(self, row: UserRow, profile: dict[str, Any]) -> _Candidate | None:
+        if is_flagged(profile):
+            self.ledger.mark_recorded(row.user_id, flagged_lead_id(profile) or row.lead_id, reason="already_flagged")
+            self.report.already_flagged += 1
+            return None
+        decision = build_lead(profile, self.settings.lead_defaults)
+        if decision.lead is None:
+            self._skip(row, decision.reason or "not_eligible")
+            return None
+        return _Candidate(row=row, email=decision.email or "", lead=decision.lead)
+
+    def _ensure_leads(self, candidates: list[_Candidate]) -> list[tuple[UserRow, str]]:
+        """Exactly one lead per person: reuse an open lead with the same email, else write one.
+        Users of one batch who share an email share one lead."""
+        ready: list[tuple[UserRow, str]] = []
+        try:
+            existing = self.sink.find_leads(c.email for c in candidates)
+        except (RetriableError, PermanentError) as exc:
+            self._pause_if_limit(exc)
+            for candidate in candidates:
+                self._defer(candidate.row, exc)
+            return ready
+
+        groups: dict[str, list[_Candidate]] = {}
+        for candidate in candidates:
+            lead_id = existing.get(candidate.email.lower())
+            if lead_id:
+                self.ledger.lead_known(candidate.row.user_id, lead_id)
+                self.report.leads_reused += 1
+                ready.append((candidate.row, lead_id))
+            else:
+                groups.setdefault(candidate.email.lower(), []).append(candidate)
+        if not groups:
+            return ready
+
+        group_list = list(groups.values())
+        self.ledger.begin_lead_write(c.row.user_id for group in group_list for c in group)
+        writes = [self.make_write(group[0].row.user_id, group[0].lead) for group in group_list]
+        try:
+            results = self.sink.write_leads(writes)
+        except (RetriableError, PermanentError) as exc:
+            self._pause_if_limit(exc)
+            for group in group_list:
+                for candidate in group:
+                    self._defer(candidate.row, exc)
+            return ready
+
+        for group, result in zip(group_list, results):
+            outcome, lead_id, error = result.outcome, result.lead_id, result.error
+            if lead_id and outcome in ("created", "updated", "adopted"):
+                if outcome == "adopted":
+                    self.report.leads_reused += 1
+                else:
+                    self.report.leads_created += 1
+                for candidate in group:
+                    self.ledger.lead_known(candidate.row.user_id, lead_id)
+                    ready.append((candidate.row, lead_id))
+                self.log.debug("lead_written", user_id=group[0].row.user_id, outcome=outcome, lead_id=lead_id)
+            elif outcome in ("duplicate_skipped", "existing_contact"):
+                for candidate in group:
+                    self._skip(candidate.row, "duplicate" if outcome == "duplicate_skipped" else "existing_contact")
+            else:
+                for candidate in group:
+                    self._defer(candidate.row, error or RetriableError("no result", code="salesforce_unexpected"))
+        return ready
+
+    def _write_back(self, ready: list[tuple[UserRow, str]]) -> None:
+        outcomes = self.directory.write_backs((row.user_id, lead_id) for row, lead_id in ready)
+        for row, lead_id in ready:
+            error = outcomes.get(row.user_id)
+            if error is None:
+                self.ledger.mark_recorded(row.user_id, lead_id)
+                self.report.written_back += 1
+            else:
+                self._defer(row, error)
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def _pause_if_limit(self, exc: Exception) -> None:
+        if isinstance(exc, DailyLimitReached) and not self.report.salesforce_paused:
+            self.report.salesforce_paused = exc.code
+            self.log.error("salesforce_paused", code=exc.code, error=str(exc))
+
+    def _skip(self, row: UserRow, reason: str) -> None:
+        self.ledger.mark_skipped(row.user_id, reason)
+        self.report.skipped[reason] += 1
+        self.log.info("user_skipped", user_id=row.user_id, reason=reason)
+
+    def _defer(self, row: UserRow, error: Exception) -> None:
+        """A user's step did not succeed: retry later, or fail for good."""
+        if isinstance(error, PermanentError):
+            if error.code == "user_not_found":
+                self._skip(row, "user_not_found")
+                return
+            self.ledger.mark_failed(row.user_id, error.code)
+            self.report.failed[error.code] += 1
+            self.log.warning("user_failed", user_id=row.user_id, code=error.code, field=error.field, error=str(error))
+            return
+        if not isinstance(error, RetriableError):
+            raise error
+        if isinstance(error, Interrupted):
+            return  # the user stays due; nothing was learnt about it
+        status = self.ledger.retry_later(
+            row.user_id,
+            error.code,
+            min_delay=max(error.delay, 1.0),
+            base=self.settings.backoff_base_seconds,
+            cap=self.settings.backoff_cap_seconds,
+            max_attempts=self.settings.max_attempts,
+            count_attempt=error.counts_as_attempt,
+        )
+        if status == "failed":
+            self.report.failed[error.code] += 1
+            self.log.warning("user_failed", user_id=row.user_id, code=error.code, error=str(error), reason="max_attempts")
+        else:
+            self.report.retrying[error.code] += 1
+            self.log.info("user_retry_later", user_id=row.user_id, code=error.code, error=str(error))

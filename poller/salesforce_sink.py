@@ -1,0 +1,304 @@
+"""The only module that talks to Salesforce: the token, the lead lookup, and lead writes.
+
+simple-salesforce does the REST calls, in its "direct" mode (we hand it a token), because its own
+client-credentials login cannot be used as it is (shared/reference/salesforce.md §2):
+- it builds the token URL as `https://{domain}.salesforce.com/...`, so a My Domain host given in
+  full, a sandbox host, or any other host:port cannot be expressed;
+- its refresh-on-401 path is unbounded in `SFType`, drops extra headers (the duplicate-rule
+  header) on the retry, and crashes on a 401 whose body is not a JSON list;
+- it sets no timeouts anywhere.
+So the token is fetched here (one POST, form-encoded), the `requests.Session` carries the CA bundle
+and timeouts (a partial on `session.request` covers every call simple-salesforce makes), and a 401
+leads to exactly one new token.
+
+Leads are written in batches of up to 200 with sObject Collections (`allOrNone: false`), one API
+call per batch; each record's own result is mapped through the same table as a single write.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+from urllib.parse import quote
+
+import requests
+from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.exceptions import SalesforceError
+
+from poller import failures
+from poller.config import HttpConfig, SalesforceConfig
+from poller.errors import CredentialsError, DailyLimitReached, FatalError, Interrupted, PermanentError, RetriableError
+from poller.failures import Next
+from poller.logs import get_logger, register_secret
+from poller.pacing import Interrupt
+
+T = TypeVar("T")
+log = get_logger("poller.salesforce")
+
+BATCH = 200  # sObject Collections' maximum
+MAX_QUERY_URL = 12_000  # stay well inside the 16,384-byte URI limit of a GET
+LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {} ORDER BY CreatedDate"
+
+
+@dataclass(frozen=True)
+class LeadWrite:
+    """One lead to write; `key` is the Auth0 user id (also the external id, when one is configured)."""
+
+    key: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """A record's outcome. `lead_id` is set for created/updated/adopted; `error` for failures."""
+
+    outcome: str  # created | updated | adopted | duplicate_skipped | existing_contact | error
+    lead_id: str | None = None
+    error: Exception | None = None
+
+
+def _first_error(content: Any) -> dict[str, Any]:
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return content[0]
+    if isinstance(content, dict):
+        return content
+    return {}
+
+
+def _code_of(error: dict[str, Any]) -> str | None:
+    code = error.get("errorCode") or error.get("statusCode")
+    return code if isinstance(code, str) else None
+
+
+def _describe(error: dict[str, Any], fallback: Any = None) -> str:
+    message = error.get("message")
+    if isinstance(message, str) and message:
+        return message.strip()[:300]
+    text = str(fallback or "").strip()
+    return text[:200] if text else "no details"
+
+
+class SalesforceSink:
+    def __init__(self, config: SalesforceConfig, http: HttpConfig, *, interrupt: Interrupt, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.interrupt = interrupt
+        self.clock = clock
+        self.session = requests.Session()
+        self.session.verify = str(http.ca_bundle) if http.ca_bundle else True
+        self.session.headers["User-Agent"] = "lead-poller"
+        # simple-salesforce passes no timeout anywhere; every request goes through session.request.
+        self.session.request = functools.partial(self.session.request, timeout=(http.connect_timeout_seconds, http.timeout_seconds))  # type: ignore[method-assign]
+        self._sf: Salesforce | None = None
+        self._lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+        self.tokens_fetched = 0
+        self.api_usage: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- token --------------------------------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        self.calls[what] = self.calls.get(what, 0) + 1
+
+    def _connect(self) -> Salesforce:
+        url = f"https://{self.config.domain}/services/oauth2/token"
+        data = {"grant_type": "client_credentials", "client_id": self.config.client_id, "client_secret": self.config.client_secret}
+        self._count("token")
+        try:
+            response = self.session.post(url, data=data)
+        except requests.Timeout:
+            raise self._translate("token", "timeout", None, "timed out") from None
+        except requests.RequestException as exc:
+            raise self._translate("token", "connection", None, type(exc).__name__) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body if isinstance(body, dict) else {}
+            code = error.get("error") if isinstance(error.get("error"), str) else None
+            detail = error.get("error_description") or (response.text[:200] if body is None else "no details")
+            raise self._translate("token", str(response.status_code), code, f"{code or 'error'}: {detail}")
+        token, instance_url = body.get("access_token"), body.get("instance_url")
+        if not isinstance(token, str) or not isinstance(instance_url, str) or not instance_url.startswith("https://"):
+            raise RetriableError("Salesforce answered the token request without an access_token or an https instance_url", code="salesforce_unexpected")
+        register_secret(token)
+        self.tokens_fetched += 1
+        return Salesforce(instance_url=instance_url, session_id=token, session=self.session, version=self.config.api_version)
+
+    def _client(self, *, renew: bool = False) -> Salesforce:
+        with self._lock:
+            if self._sf is None or renew:
+                self._sf = self._connect()
+            return self._sf
+
+    # --- calls --------------------------------------------------------------------------------
+
+    def _translate(self, operation: str, status: str, vendor_code: str | None, detail: str) -> Exception:
+        rule = failures.lookup("salesforce", operation, status, vendor_code)
+        if rule.next is Next.DAILY_LIMIT:
+            return DailyLimitReached(f"Salesforce daily API limit reached ({detail})")
+        if rule.next is Next.FATAL:
+            cls = CredentialsError if rule.code in failures.CREDENTIAL_CODES else FatalError
+            return cls(f"Salesforce {operation}: {rule.explanation} ({detail})", code=rule.code)
+        if rule.next is Next.REFRESH:
+            return CredentialsError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code)
+        if rule.next is Next.PERMANENT:
+            return PermanentError(f"Salesforce {operation}: {detail}", code=rule.code)
+        return RetriableError(f"Salesforce {operation}: {detail} (HTTP {status})", code=rule.code)
+
+    def _call(self, operation: str, send: Callable[[Salesforce], T]) -> T:
+        """One API call: a new token once on 401, everything else translated through the table."""
+        if self.interrupt.should_stop:
+            raise Interrupted()
+        renewed = False
+        while True:
+            sf = self._client()
+            self._count(operation)
+            try:
+                result = send(sf)
+                self._note_usage(sf)
+                return result
+            except SalesforceError as exc:
+                self._note_usage(sf)
+                error = _first_error(exc.content)
+                code = _code_of(error)
+                status = str(exc.status)
+                if status == "401" and not renewed:
+                    renewed = True
+                    self._client(renew=True)
+                    continue
+                raise self._translate(operation, status, code, _describe(error, exc.content)) from None
+            except requests.Timeout:
+                raise self._translate(operation, "timeout", None, "timed out") from None
+            except requests.RequestException as exc:
+                raise self._translate(operation, "connection", None, type(exc).__name__) from None
+            except ValueError:  # a 2xx whose body is not JSON
+                raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
+
+    def _note_usage(self, sf: Salesforce) -> None:
+        usage = getattr(sf, "api_usage", {}).get("api-usage")
+        if usage is not None:
+            self.api_usage = (int(usage.used), int(usage.total))
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def find_leads(self, emails: Iterable[str]) -> dict[str, str]:
+        """Open (unconverted) leads by email, lower-cased email -> lead id. SOQL `=`/`IN` on strings
+        is case-insensitive, so one lead answers for every spelling of the address."""
+        unique = sorted({e.lower() for e in emails if e})
+        found: dict[str, str] = {}
+        for chunk in _query_chunks(unique, LOOKUP_SOQL):
+            soql = format_soql(LOOKUP_SOQL, chunk)
+            result = self._call("lead_lookup", lambda sf: sf.query(soql))
+            for record in result.get("records", []) if isinstance(result, dict) else []:
+                email = record.get("Email")
+                if isinstance(email, str) and isinstance(record.get("Id"), str):
+                    found.setdefault(email.lower(), record["Id"])  # oldest first: the original lead wins
+        return found
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def write_leads(self, leads: Sequence[LeadWrite]) -> list[WriteResult]:
+        """Create (or, with an external id field, upsert) leads, 200 per call; one result per lead, in order."""
+        results: list[WriteResult] = []
+        for start in range(0, len(leads), BATCH):
+            results.extend(self._write_batch(leads[start : start + BATCH]))
+        return results
+
+    def _write_batch(self, batch: Sequence[LeadWrite]) -> list[WriteResult]:
+        external = self.config.external_id_field
+        records = []
+        for lead in batch:
+            record: dict[str, Any] = {"attributes": {"type": "Lead"}, **lead.fields}
+            if external:
+                record[external] = lead.key
+            records.append(record)
+        body = {"allOrNone": False, "records": records}
+        headers = {"Sforce-Duplicate-Rule-Header": "allowSave=true"} if self.config.on_duplicate == "allow_save" else {}
+        if external:
+            path = f"composite/sobjects/Lead/{quote(external, safe='')}"
+            answer = self._call("lead_write", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers))
+        else:
+            answer = self._call("lead_write", lambda sf: sf.restful("composite/sobjects", method="POST", json=body, headers=headers))
+        answers = answer if isinstance(answer, list) else []
+        results = []
+        for index in range(len(batch)):
+            item = answers[index] if index < len(answers) and isinstance(answers[index], dict) else None
+            results.append(self._result(item))
+        return results
+
+    def _result(self, item: dict[str, Any] | None) -> WriteResult:
+        if item is None:
+            return WriteResult("error", error=RetriableError("Salesforce returned no result for this record", code="salesforce_unexpected"))
+        lead_id = item.get("id")
+        if item.get("success") is True and isinstance(lead_id, str):
+            return WriteResult("updated" if item.get("created") is False else "created", lead_id=lead_id)
+        errors = item.get("errors")
+        error = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        code = _code_of(error)
+        if code == "DUPLICATES_DETECTED":
+            return self._duplicate(error)
+        rule = failures.lookup("salesforce", "lead_write", "400", code)
+        fields = error.get("fields")
+        field = ",".join(f for f in fields if isinstance(f, str)) if isinstance(fields, list) else None
+        message = _describe(error)
+        if rule.next is Next.RETRY:
+            return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code))
+        if rule.next is Next.FATAL:
+            raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code)
+        return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=code or rule.code, field=field or None))
+
+    def _duplicate(self, error: dict[str, Any]) -> WriteResult:
+        matches = _duplicate_matches(error)
+        if self.config.on_duplicate == "skip":
+            return WriteResult("duplicate_skipped")
+        if self.config.on_duplicate == "adopt":
+            leads = [record_id for entity, record_id in matches if entity == "Lead"]
+            if leads:
+                return WriteResult("adopted", lead_id=leads[0])
+            if any(entity == "Contact" for entity, _ in matches):
+                return WriteResult("existing_contact")
+        return WriteResult(
+            "error",
+            error=PermanentError(f"Salesforce duplicate rule refused the lead: {_describe(error)}", code="DUPLICATES_DETECTED"),
+        )
+
+
+def _duplicate_matches(error: dict[str, Any]) -> list[tuple[str, str]]:
+    """(entity type, record id) of every record a duplicate rule matched, best first."""
+    found: list[tuple[str, str]] = []
+    result = error.get("duplicateResult")
+    match_results = result.get("matchResults") if isinstance(result, dict) else None
+    for match in match_results if isinstance(match_results, list) else []:
+        if not isinstance(match, dict):
+            continue
+        entity = match.get("entityType")
+        for record in match.get("matchRecords") or []:
+            inner = record.get("record") if isinstance(record, dict) else None
+            record_id = inner.get("Id") if isinstance(inner, dict) else None
+            if isinstance(record_id, str):
+                kind = entity if isinstance(entity, str) else (inner.get("attributes") or {}).get("type", "")
+                found.append((kind, record_id))
+    return found
+
+
+def _query_chunks(values: list[str], template: str) -> Iterable[list[str]]:
+    """Split `values` for an `IN (...)` so each query's URL stays inside the GET length limit."""
+    base = len(quote(template))
+    chunk: list[str] = []
+    size = base
+    for value in values:
+        cost = len(quote(format_soql("{}", value))) + 3  # the quoted literal and its separator
+        if chunk and (size + cost > MAX_QUERY_URL or len(chunk) >= BATCH):
+            yield chunk
+            chunk, size = [], base
+        chunk.append(value)
+        size += cost
+    if chunk:
+        yield chunk

@@ -1,0 +1,145 @@
+"""Configuration: parsing, validation (every problem at once), environment overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from poller import config
+from poller.errors import ConfigError
+
+VALID = {
+    "auth0": {"domain": "example.eu.auth0.com", "client_id": "abc", "client_secret": "s3cr3t-value"},
+    "salesforce": {"domain": "acme.my.salesforce.com", "client_id": "key", "client_secret": "sf-s3cr3t", "company": "Acme"},
+    "state": {"path": "state.db"},
+}
+
+
+def parse(raw, environ=None):
+    return config.parse(raw, environ=environ or {}, base=Path("/etc/lead-poller"))
+
+
+def problems_of(raw, environ=None) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(raw, environ)
+    return {p.key: p.why for p in caught.value.problems}
+
+
+def with_(section, **values):
+    raw = {k: dict(v) for k, v in VALID.items()}
+    raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def test_valid_config_gets_documented_defaults():
+    cfg = parse(VALID)
+    assert cfg.auth0.start_from == "now"
+    assert cfg.auth0.login_types == ("s", "scoa", "sens", "sepft")
+    assert cfg.salesforce.api_version == "59.0"
+    assert cfg.salesforce.lead_source == "Auth0"
+    assert cfg.salesforce.on_duplicate == "adopt"
+    assert cfg.state.path == Path("/etc/lead-poller/state.db")  # relative to the file's folder
+    assert cfg.http.ca_bundle is None
+    assert cfg.schedule.interval_seconds == 300
+
+
+def test_the_example_config_is_valid_once_secrets_come_from_the_environment(tmp_path):
+    example = Path(__file__).parents[1] / "config.toml"
+    cfg = config.load(example, environ={"AUTH0_CLIENT_SECRET": "x" * 10, "SALESFORCE_CLIENT_SECRET": "y" * 10})
+    assert cfg.salesforce.domain == "example.my.salesforce.com"
+
+
+def test_environment_overrides_the_file():
+    cfg = parse(VALID, {"AUTH0_DOMAIN": "other.us.auth0.com", "SALESFORCE_COMPANY": "From Env", "SALESFORCE_CLIENT_SECRET": "env-secret"})
+    assert cfg.auth0.domain == "other.us.auth0.com"
+    assert cfg.salesforce.company == "From Env"
+    assert cfg.salesforce.client_secret == "env-secret"
+
+
+def test_every_problem_is_reported_at_once_with_key_value_and_why():
+    raw = {
+        "auth0": {"domain": "https://example.auth0.com", "client_id": "abc", "start_from": "yesterday", "login_types": ["s", "seacft"]},
+        "salesforce": {"domain": "login.salesforce.com", "client_id": "k", "company": "Acme", "api_version": "v59.0", "on_duplicate": "merge"},
+        "schedule": {"interval_seconds": 0},
+        "state": {"path": "s.db"},
+        "http": {"timeout_seconds": "30"},
+        "bogus": {},
+    }
+    found = problems_of(raw)
+    assert "without a scheme" in found["auth0.domain"]
+    assert "is required" in found["auth0.client_secret"] and "AUTH0_CLIENT_SECRET" in found["auth0.client_secret"]
+    assert "now" in found["auth0.start_from"]
+    assert "'seacft'" in found["auth0.login_types"]
+    assert "my.salesforce.com" in found["salesforce.domain"]
+    assert "without 'v'" in found["salesforce.api_version"]
+    assert "adopt" in found["salesforce.on_duplicate"]
+    assert "SALESFORCE_CLIENT_SECRET" in found["salesforce.client_secret"]
+    assert "at least 1" in found["schedule.interval_seconds"]
+    assert "a number" in found["http.timeout_seconds"]
+    assert "unknown section" in found["[bogus]"]
+    assert len(found) == 11
+
+
+@pytest.mark.parametrize(
+    "domain, hint",
+    [
+        ("login.salesforce.com", "My Domain"),
+        ("test.salesforce.com", "My Domain"),
+        ("acme.lightning.force.com", "acme.my.salesforce.com"),
+        ("acme.my.salesforce.com/services", "without a path"),
+        ("acme.my.salesforce.com:99999", "port"),
+    ],
+)
+def test_salesforce_domain_must_be_a_my_domain_host(domain, hint):
+    assert hint in problems_of(with_("salesforce", domain=domain))["salesforce.domain"]
+
+
+@pytest.mark.parametrize("domain", ["127.0.0.1:8443", "acme--uat.sandbox.my.salesforce.com", "acme.my.salesforce.com"])
+def test_accepted_salesforce_domains(domain):
+    assert parse(with_("salesforce", domain=domain)).salesforce.domain == domain
+
+
+@pytest.mark.parametrize("value", ["now", "oldest", "2026-01-31T00:00:00Z", "2026-01-31T00:00:00+02:00", "90020211104001515271334544008635532534914988032684720226"])
+def test_start_from_forms(value):
+    assert parse(with_("auth0", start_from=value)).auth0.start_from == value
+
+
+def test_start_from_timestamp_needs_a_zone():
+    assert "time zone" in problems_of(with_("auth0", start_from="2026-01-31T00:00:00"))["auth0.start_from"]
+
+
+def test_unknown_keys_are_caught_so_typos_do_not_pass_silently():
+    assert "unknown key" in problems_of(with_("schedule", interval_secs=60))["schedule.interval_secs"]
+
+
+def test_secrets_are_never_shown_in_problems():
+    raw = with_("auth0", client_secret=12345678)
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+    assert "12345678" not in str(caught.value)
+    assert "(hidden)" in str(caught.value)
+
+
+def test_ca_bundle_must_exist(tmp_path):
+    missing = tmp_path / "nope.pem"
+    assert "no such file" in problems_of(with_("http", ca_bundle=str(missing)))["http.ca_bundle"]
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("PEM")
+    assert parse(with_("http", ca_bundle=str(bundle))).http.ca_bundle == bundle
+
+
+def test_missing_file_and_bad_toml_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "missing.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[auth0\ndomain=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad, environ={})
+
+
+def test_repr_of_config_hides_secrets():
+    cfg = parse(VALID)
+    assert "s3cr3t-value" not in repr(cfg) and "sf-s3cr3t" not in repr(cfg)
+    assert set(cfg.secrets()) == {"s3cr3t-value", "sf-s3cr3t"}
