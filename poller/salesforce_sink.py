@@ -87,10 +87,14 @@ class SalesforceSink:
         self.interrupt = interrupt
         self.clock = clock
         self.session = requests.Session()
-        self.session.verify = str(http.ca_bundle) if http.ca_bundle else True
         self.session.headers["User-Agent"] = "lead-poller"
-        # simple-salesforce passes no timeout anywhere; every request goes through session.request.
-        self.session.request = functools.partial(self.session.request, timeout=(http.connect_timeout_seconds, http.timeout_seconds))  # type: ignore[method-assign]
+        # simple-salesforce passes no timeout anywhere, and every request it makes goes through
+        # session.request. `verify` goes there too: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
+        # override a session's own `verify` (psf/requests#3829), which would ignore [http] ca_bundle.
+        verify: str | bool = str(http.ca_bundle) if http.ca_bundle else True
+        self.session.request = functools.partial(  # type: ignore[method-assign]
+            self.session.request, timeout=(http.connect_timeout_seconds, http.timeout_seconds), verify=verify
+        )
         self._sf: Salesforce | None = None
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}

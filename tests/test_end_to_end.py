@@ -1,0 +1,191 @@
+"""The main job end to end: the real CLI in a subprocess, against the sandbox over HTTPS with a CA bundle."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from poller.errors import ExitCode
+
+
+def leads_by_email(sandbox) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for lead in sandbox.salesforce.leads.values():
+        found.setdefault(lead["Email"].lower(), []).append(lead)
+    return found
+
+
+def test_only_login_types_create_leads(sandbox, tenant, cli):
+    for name in ("login", "crossorigin", "native", "password", "refresh", "silent", "codeexchange", "failed", "signup"):
+        tenant.user(f"auth0|{name}")
+    tenant.event("s", "auth0|login")
+    tenant.event("scoa", "auth0|crossorigin")
+    tenant.event("sens", "auth0|native")
+    tenant.event("sepft", "auth0|password")
+    tenant.event("sertft", "auth0|refresh")
+    tenant.event("ssa", "auth0|silent")
+    tenant.event("seacft", "auth0|codeexchange")
+    tenant.event("f", "auth0|failed")
+    tenant.event("ss", "auth0|signup")  # not in the default login_types
+    tenant.event("seccft", None)  # machine to machine: user_id ""
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stderr
+    assert set(leads_by_email(sandbox)) == {f"{n}@example.com" for n in ("login", "crossorigin", "native", "password")}
+    summary = run.event("cycle_finished")
+    assert summary["events_read"] == 10 and summary["login_events"] == 4 and summary["leads_created"] == 4
+
+
+def test_one_lead_per_user_however_many_logins(sandbox, tenant, cli):
+    tenant.user("auth0|busy")
+    for _ in range(250):  # three pages of logs
+        tenant.event("s", "auth0|busy")
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stderr
+    assert len(sandbox.salesforce.leads) == 1
+    assert len(sandbox.auth0.calls("GET", r"/api/v2/users/.*")) == 1
+    assert len(sandbox.auth0.calls("PATCH", r"/api/v2/users/.*")) == 1
+    log_pages = sandbox.auth0.calls("GET", "/api/v2/logs")
+    assert [c.query.get("take") for c in log_pages if "from" in c.query] == ["100"] * 4  # 100, 100, 50, empty
+
+
+def test_flag_and_lead_id_are_written_and_other_app_metadata_survives(sandbox, tenant, cli):
+    tenant.user("auth0|keeper", given_name="Kim", family_name="Keeper", app_metadata={"plan": "pro", "roles": ["admin"], "recordedAsLead": False})
+    tenant.logins("auth0|keeper")
+
+    assert cli("--run-once").code == 0
+
+    (lead,) = sandbox.salesforce.leads.values()
+    assert (lead["FirstName"], lead["LastName"], lead["Company"], lead["LeadSource"]) == ("Kim", "Keeper", "Example Web Signups", "Auth0")
+    app_metadata = sandbox.auth0.users["auth0|keeper"]["app_metadata"]
+    assert app_metadata == {"plan": "pro", "roles": ["admin"], "recordedAsLead": True, "salesforceLeadId": lead["Id"]}
+    (patch,) = sandbox.auth0.calls("PATCH", r"/api/v2/users/.*")
+    assert patch.json() == {"app_metadata": {"recordedAsLead": True, "salesforceLeadId": lead["Id"]}}
+    assert "auth0%7Ckeeper" in patch.path or patch.path.endswith("auth0|keeper")
+
+
+def test_second_run_creates_nothing_and_reads_no_recorded_profile(sandbox, tenant, cli):
+    tenant.user("auth0|a")
+    tenant.user("auth0|b")
+    tenant.logins("auth0|a", "auth0|b")
+    assert cli("--run-once").code == 0
+    sandbox.auth0.clear_log()
+    sandbox.salesforce.clear_log()
+    tenant.logins("auth0|a", "auth0|b", "auth0|a")  # they sign in again
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert len(sandbox.salesforce.leads) == 2
+    assert sandbox.auth0.calls("GET", r"/api/v2/users/.*") == []
+    assert sandbox.auth0.calls("PATCH", r"/api/v2/users/.*") == []
+    assert [c.path for c in sandbox.salesforce.requests] == []  # not even a token
+    assert run.event("cycle_finished")["login_events"] == 3
+
+
+def test_checkpoint_survives_a_restart_and_is_the_last_log_id_of_the_page(sandbox, tenant, cli):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    last = tenant.event("slo", "auth0|a")
+    assert cli("--run-once").code == 0
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    (checkpoint,) = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+    db.close()
+    assert checkpoint == last["log_id"]
+    sandbox.auth0.clear_log()
+
+    assert cli("--run-once").code == 0
+
+    first_read = sandbox.auth0.calls("GET", "/api/v2/logs")[0]
+    assert first_read.query == {"from": last["log_id"], "take": "100"}  # exactly from and take
+
+
+def test_start_from_now_ignores_earlier_logins(sandbox, tenant, cli):
+    tenant.user("auth0|before")
+    tenant.user("auth0|after")
+    tenant.logins("auth0|before")
+    config = sandbox.write_config(auth0={"start_from": "now"})
+    assert cli("--run-once", config=config).code == 0
+    assert sandbox.salesforce.leads == {}
+    tenant.logins("auth0|after")
+
+    assert cli("--run-once", config=config).code == 0
+
+    assert set(leads_by_email(sandbox)) == {"after@example.com"}
+
+
+def test_users_without_email_are_skipped_with_their_reason(sandbox, tenant, cli):
+    tenant.user("sms|+15555550100", email=None)
+    tenant.logins("sms|+15555550100")
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert sandbox.salesforce.leads == {}
+    skipped = run.event("user_skipped")
+    assert (skipped["user_id"], skipped["reason"]) == ("sms|+15555550100", "no_email")
+    assert run.event("cycle_finished")["skipped"] == {"no_email": 1}
+    assert sandbox.auth0.calls("PATCH", r"/api/v2/users/.*") == []
+
+
+def test_invalid_config_exits_78_lists_every_problem_and_sends_nothing(sandbox, cli, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        sandbox.config_text(
+            auth0={"domain": "https://" + sandbox.auth0.host, "start_from": "last tuesday"},
+            salesforce={"domain": "login.salesforce.com"},
+            schedule={"interval_seconds": -5},
+        )
+    )
+
+    run = cli("--run-once", config=config)
+
+    assert run.code == ExitCode.CONFIG == 78
+    for key in ("auth0.domain", "auth0.start_from", "salesforce.domain", "schedule.interval_seconds"):
+        assert key in run.stderr
+    assert "4 problems" in run.stderr
+    assert sandbox.auth0.requests == [] and sandbox.salesforce.requests == []
+
+
+def test_missing_secret_names_the_environment_variable(sandbox, tmp_path):
+    from tests.conftest import run_cli
+
+    config = sandbox.write_config()
+    run = run_cli("--config", config, "--run-once", env={"AUTH0_CLIENT_SECRET": "x" * 12})
+    assert run.code == 78
+    assert "SALESFORCE_CLIENT_SECRET" in run.stderr
+
+
+def test_existing_open_lead_with_the_same_email_is_reused(sandbox, tenant, cli):
+    tenant.user("auth0|known", email="Known.Person@example.com")
+    (existing,) = sandbox.salesforce.add_leads([{"LastName": "Person", "Company": "Other", "Email": "known.person@example.com"}])
+    tenant.logins("auth0|known")
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert list(sandbox.salesforce.leads) == [existing]
+    assert sandbox.auth0.users["auth0|known"]["app_metadata"]["salesforceLeadId"] == existing
+    assert run.event("cycle_finished")["leads_reused"] == 1
+
+
+def test_already_flagged_users_cost_no_salesforce_call(sandbox, tenant, cli):
+    tenant.user("auth0|old", app_metadata={"recordedAsLead": True})
+    tenant.logins("auth0|old")
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert sandbox.salesforce.requests == []
+    assert sandbox.auth0.calls("PATCH", r"/api/v2/users/.*") == []
+    assert run.event("cycle_finished")["already_flagged"] == 1
+
+
+def test_demo_command_runs_and_checks_itself(tmp_path):
+    from tests.conftest import run_cli
+
+    run = run_cli("demo", timeout=120)
+    assert run.code == 0, run.stdout + run.stderr
+    assert "OK:" in run.stdout and "leads created" in run.stdout
