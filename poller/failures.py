@@ -144,5 +144,22 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+START, END = "<!-- failure-table:start -->", "<!-- failure-table:end -->"
+
+
+def with_table(readme: str) -> str:
+    """`readme` with the text between the failure-table markers replaced by the current table."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{markdown_table()}\n{END}{tail}"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:2] == ["--write"]:
+        target = Path(sys.argv[2])
+        target.write_text(with_table(target.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(markdown_table())
