@@ -29,7 +29,7 @@ class Next(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     api: str  # auth0 | salesforce
-    operation: str  # token | logs | user_read | user_write | user_search | lead_lookup | lead_write | *
+    operation: str  # token | logs | user_read | user_write | user_search | lead_lookup | contact_lookup | describe | lead_write | *
     status: str  # "429", "5xx", "*", "timeout", "connection"
     vendor_code: str | None  # errorCode / statusCode in the body, when it matters
     next: Next
@@ -46,7 +46,7 @@ class Rule:
 
 
 CREDENTIAL_CODES = frozenset(
-    {"auth0_credentials_rejected", "auth0_forbidden", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected", "auth0_token_rejected"}
+    {"auth0_credentials_rejected", "auth0_forbidden", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected", "auth0_token_rejected", "salesforce_contacts_unreadable"}
 )
 
 R = Rule
@@ -91,6 +91,7 @@ RULES: tuple[Rule, ...] = (
     R("salesforce", "lead_write", "300", None, Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead has this external id (the field is not unique)"),
     R("salesforce", "lead_write", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
     R("salesforce", "lead_lookup", "400", "INVALID_FIELD", Next.FATAL, "salesforce_invalid_query", "the lookup query names a field the org lacks (check external_id_field)"),
+    R("salesforce", "contact_lookup", "400", "INVALID_TYPE", Next.FATAL, "salesforce_contacts_unreadable", "[lead] skip_existing_contacts needs read access to Contact for the Run As user (or turn it off)"),
     R("salesforce", "lead_write", "400", None, Next.PERMANENT, "salesforce_rejected", "Salesforce refused the lead (the code and field are recorded)"),
     R("salesforce", "*", "400", None, Next.RETRY, "salesforce_bad_request", "Salesforce refused a request: retried with backoff, then failed"),
     R("salesforce", "*", "5xx", None, Next.RETRY, "salesforce_unavailable", "Salesforce answered 5xx (or a non-JSON body): retried with backoff"),

@@ -41,6 +41,7 @@ log = get_logger("poller.salesforce")
 BATCH = 200  # sObject Collections' maximum
 MAX_QUERY_URL = 12_000  # stay well inside the 16,384-byte URI limit of a GET
 LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {} ORDER BY CreatedDate"
+CONTACT_SOQL = "SELECT Id, Email FROM Contact WHERE Email IN {} ORDER BY CreatedDate"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class LeadWrite:
     """One lead to write; `key` is the Auth0 user id (also the external id, when one is configured)."""
 
     key: str
-    fields: dict[str, str]
+    fields: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -192,14 +193,29 @@ class SalesforceSink:
 
     # --- lookups ------------------------------------------------------------------------------
 
+    def describe_lead(self) -> dict[str, Any]:
+        """The org's Lead describe (`GET sobjects/Lead/describe`), as Salesforce sent it: its fields'
+        names, types, lengths, and whether the Run As user may create them."""
+        answer = self._call("describe", lambda sf: sf.restful("sobjects/Lead/describe"))
+        if not isinstance(answer, dict) or not isinstance(answer.get("fields"), list):
+            raise RetriableError("Salesforce answered the Lead describe without a field list", code="salesforce_unexpected")
+        return answer
+
     def find_leads(self, emails: Iterable[str]) -> dict[str, str]:
         """Open (unconverted) leads by email, lower-cased email -> lead id. SOQL `=`/`IN` on strings
         is case-insensitive, so one lead answers for every spelling of the address."""
+        return self._find_by_email("lead_lookup", LOOKUP_SOQL, emails)
+
+    def find_contacts(self, emails: Iterable[str]) -> dict[str, str]:
+        """Contacts by email, lower-cased email -> contact id (for `[lead] skip_existing_contacts`)."""
+        return self._find_by_email("contact_lookup", CONTACT_SOQL, emails)
+
+    def _find_by_email(self, operation: str, template: str, emails: Iterable[str]) -> dict[str, str]:
         unique = sorted({e.lower() for e in emails if e})
         found: dict[str, str] = {}
-        for chunk in _query_chunks(unique, LOOKUP_SOQL):
-            soql = format_soql(LOOKUP_SOQL, chunk)
-            result = self._call("lead_lookup", lambda sf: sf.query(soql))
+        for chunk in _query_chunks(unique, template):
+            soql = format_soql(template, chunk)
+            result = self._call(operation, lambda sf: sf.query(soql))
             for record in result.get("records", []) if isinstance(result, dict) else []:
                 email = record.get("Email")
                 if isinstance(email, str) and isinstance(record.get("Id"), str):
