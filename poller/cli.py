@@ -7,7 +7,7 @@
     lead-poller backfill --since T [--until T] [--max-leads N] [--dry-run] [--config F]
     lead-poller backfill --users [--max-leads N] [--dry-run] [--config F]
     lead-poller retry [USER_ID ...] [--all-failed] [--config F]
-    lead-poller demo                         the real job against the built-in sandbox
+    lead-poller demo [--rules]               the real job against the built-in sandbox
 
 Exit codes are `errors.ExitCode`, listed in the README.
 """
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the real job against the built-in sandbox of Auth0 and Salesforce")
     demo.add_argument("--keep", type=Path, metavar="DIR", help="keep the sandbox's config, CA and state in DIR")
+    demo.add_argument("--rules", action="store_true", help="with a non-default lead mapping, filters and consent")
     return parser
 
 
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from poller.sandbox.demo import run_demo
 
-            return int(run_demo(keep=args.keep))
+            return int(run_demo(keep=args.keep, rules=args.rules))
         if args.command == "backfill":
             backfill = _backfill_arguments(args)
             return _backfill(load_config(config_path, dry_run=dry_run), dry_run=dry_run, **backfill)

@@ -536,6 +536,16 @@ def test_backfill_users_refuses_when_application_filters_are_set(sandbox, cli):
     assert sandbox.auth0.requests == []
 
 
+def test_the_rules_demo_checks_every_lead_against_the_rules(capsys):
+    from poller.sandbox.demo import run_demo
+
+    assert run_demo(rules=True) == 0
+    out = capsys.readouterr().out
+    assert "OK: 14 leads in Salesforce, one per user the rules let in" in out
+    for reason in ("application_denied", "awaiting_consent", "email_domain_denied", "email_unverified", "existing_contact"):
+        assert reason in out
+
+
 def test_the_readme_documents_every_lead_key():
     from pathlib import Path
 
