@@ -30,7 +30,7 @@ from simple_salesforce.exceptions import SalesforceError
 
 from poller import failures
 from poller.config import HttpConfig, SalesforceConfig
-from poller.errors import CredentialsError, DailyLimitReached, FatalError, Interrupted, PermanentError, RetriableError
+from poller.errors import DailyLimitReached, FatalError, Interrupted, PermanentError, RetriableError
 from poller.failures import Next
 from poller.logs import get_logger, register_secret
 from poller.pacing import Interrupt
@@ -148,10 +148,9 @@ class SalesforceSink:
         if rule.next is Next.DAILY_LIMIT:
             return DailyLimitReached(f"Salesforce daily API limit reached ({detail})")
         if rule.next is Next.FATAL:
-            cls = CredentialsError if rule.code in failures.CREDENTIAL_CODES else FatalError
-            return cls(f"Salesforce {operation}: {rule.explanation} ({detail})", code=rule.code)
+            return FatalError(f"Salesforce {operation}: {rule.explanation} ({detail})", code=rule.code, exit_code=rule.exit_code)
         if rule.next is Next.REFRESH:
-            return CredentialsError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code)
+            return FatalError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code, exit_code=rule.exit_code)
         if rule.next is Next.PERMANENT:
             return PermanentError(f"Salesforce {operation}: {detail}", code=rule.code)
         return RetriableError(f"Salesforce {operation}: {detail} (HTTP {status})", code=rule.code)
@@ -227,9 +226,9 @@ class SalesforceSink:
         headers = {"Sforce-Duplicate-Rule-Header": "allowSave=true"} if self.config.on_duplicate == "allow_save" else {}
         if external:
             path = f"composite/sobjects/Lead/{quote(external, safe='')}"
-            answer = self._call("lead_write", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers))
+            answer = self._call("lead_batch", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers))
         else:
-            answer = self._call("lead_write", lambda sf: sf.restful("composite/sobjects", method="POST", json=body, headers=headers))
+            answer = self._call("lead_batch", lambda sf: sf.restful("composite/sobjects", method="POST", json=body, headers=headers))
         answers = answer if isinstance(answer, list) else []
         results = []
         for index in range(len(batch)):
@@ -255,8 +254,10 @@ class SalesforceSink:
         if rule.next is Next.RETRY:
             return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code))
         if rule.next is Next.FATAL:
-            raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code)
-        return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=code or rule.code, field=field or None))
+            raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code, exit_code=rule.exit_code)
+        # A row written for this code names it; an unknown code is more use recorded as it is.
+        recorded = rule.code if rule.vendor_code else (code or rule.code)
+        return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=recorded, field=field or None))
 
     def _duplicate(self, error: dict[str, Any]) -> WriteResult:
         matches = _duplicate_matches(error)

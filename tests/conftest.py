@@ -113,3 +113,27 @@ def tenant(sandbox):
 
 
 __all__ = ["Run", "run_cli", "make_log_id"]
+
+
+@pytest.fixture
+def make_app(sandbox):
+    """Build the production `App` in-process from a config the sandbox writes (for tests that need
+    many cycles or a controlled clock; the CLI tests cover the process boundary)."""
+    from poller import config as config_module
+    from poller.app import App
+
+    apps = []
+
+    def build(clock=None, **sections: Any) -> App:
+        path = sandbox.write_config(sandbox.workdir / f"config-{len(apps)}.toml", **sections)
+        config = config_module.load(path, environ=sandbox.env())
+        app = App(config, clock=clock) if clock else App(config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        try:
+            app.close()
+        except Exception:
+            pass

@@ -91,6 +91,7 @@ class Fault:
     drop: bool = False  # close the connection without any response
     after: bool = False  # run the real handler first (the write happens), then answer with the fault
     when: Callable[[Request], bool] | None = None  # further narrowing, e.g. on the body
+    then: Callable[[], None] | None = None  # run when the fault fires (after the handler if `after`): kill a client, signal a test
 
     def matches(self, request: Request) -> bool:
         if self.times == 0 or self.method != request.method:
@@ -239,6 +240,8 @@ class Emulator:
         return {}
 
     def _apply_fault(self, fault: Fault, http: BaseHTTPRequestHandler) -> Response | None:
+        if fault.then is not None:
+            fault.then()
         if fault.hang:
             # Held until the emulator stops; the client's read timeout ends it first.
             self._stopping.wait()
