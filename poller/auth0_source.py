@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from auth0.management import Auth0
@@ -170,7 +170,7 @@ class Auth0Source:
         refreshed = False
         quick_retries = 0
         while True:
-            if self.interrupt.should_stop or not self.gate.take(group, self.interrupt):
+            if self.interrupt.stopping or not self.gate.take(group, self.interrupt):
                 raise Interrupted()
             try:
                 return send()
@@ -237,6 +237,18 @@ class Auth0Source:
         if next_checkpoint is None and body:
             next_checkpoint = _from_link(response.headers.get("link"))
         return events, next_checkpoint
+
+    def log_exists(self, log_id: str) -> bool:
+        """Whether Auth0 still keeps this log (False once it fell out of the retention window)."""
+
+        def send() -> bool:
+            response = self._http.get(f"/api/v2/logs/{quote(log_id, safe='')}", headers=self._auth())
+            if response.status_code == 404:
+                return False
+            _raise_for_status(response)
+            return True
+
+        return self._call("logs", "logs", send, idempotent=True)
 
     def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         def send() -> httpx.Response:

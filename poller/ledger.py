@@ -198,7 +198,7 @@ class Ledger:
 
     # --- ingest -------------------------------------------------------------------------------
 
-    def record_page(self, logins: Iterable[Login], checkpoint: str) -> int:
+    def record_page(self, logins: Iterable[Login], checkpoint: str, checkpoint_date: str | None = None) -> int:
         """Record a page's login events and move the checkpoint, atomically.
 
         Returns how many users became pending (new users, and skipped users worth a re-check).
@@ -231,6 +231,8 @@ class Ledger:
                     (login.date, login.log_id, login.user_id),
                 )
             self._set_checkpoint(checkpoint)
+            if checkpoint_date:
+                self.set_meta("checkpoint_date", checkpoint_date)
         return became_pending
 
     # --- work ---------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ class SalesforceSink:
 
     def _call(self, operation: str, send: Callable[[Salesforce], T]) -> T:
         """One API call: a new token once on 401, everything else translated through the table."""
-        if self.interrupt.should_stop:
+        if self.interrupt.stopping:  # the deadline is the cycle's business, between batches
             raise Interrupted()
         renewed = False
         while True:
@@ -179,10 +179,10 @@ class SalesforceSink:
                 raise self._translate(operation, status, code, _describe(error, exc.content)) from None
             except requests.Timeout:
                 raise self._translate(operation, "timeout", None, "timed out") from None
+            except ValueError:  # a 2xx whose body is not JSON (requests' JSONDecodeError is one too)
+                raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
             except requests.RequestException as exc:
                 raise self._translate(operation, "connection", None, type(exc).__name__) from None
-            except ValueError:  # a 2xx whose body is not JSON
-                raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
 
     def _note_usage(self, sf: Salesforce) -> None:
         usage = getattr(sf, "api_usage", {}).get("api-usage")
