@@ -216,3 +216,31 @@ def test_retry_makes_failed_users_pending_and_the_next_run_works_them(sandbox, t
 def test_retry_without_users_says_what_to_give(sandbox, cli):
     run = cli("retry")
     assert run.code == 78 and "--all-failed" in run.stderr
+
+
+def test_an_api_without_collections_gets_leads_one_by_one(sandbox, tenant, cli):
+    for n in range(3):
+        tenant.user(f"auth0|solo{n}")
+        tenant.logins(f"auth0|solo{n}")
+    sandbox.salesforce.fail("POST", r"/services/data/v[\d.]+/composite/sobjects", status=404, body=[{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], times=-1)
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert run.event("salesforce_collections_unavailable")["level"] == "warning"
+    assert len(sandbox.salesforce.leads) == 3
+    assert len(sandbox.salesforce.calls("POST", r"/services/data/v[\d.]+/sobjects/Lead/?")) == 3
+
+
+def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, cli):
+    sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True})
+    tenant.user("google-oauth2|1234567890")
+    tenant.logins("google-oauth2|1234567890")
+    config = sandbox.write_config(salesforce={"external_id_field": "Auth0_User_Id__c"})
+
+    assert cli("--run-once", config=config).code == 0
+
+    (upsert,) = sandbox.salesforce.calls("PATCH", r"/services/data/v[\d.]+/sobjects/Lead/Auth0_User_Id__c/.+")
+    assert upsert.raw_path.endswith("/Auth0_User_Id__c/google-oauth2%7C1234567890")
+    (lead,) = sandbox.salesforce.leads.values()
+    assert lead["Auth0_User_Id__c"] == "google-oauth2|1234567890"

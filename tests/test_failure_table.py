@@ -15,6 +15,7 @@ from poller.errors import ExitCode, FatalError
 from poller.failures import Next, Rule
 
 USER = "auth0|row-user"
+SECOND = "auth0|second-user"
 REST = r"/services/data/v[\d.]+"
 
 
@@ -51,30 +52,42 @@ ROUTES = {
     ("auth0", "user_search"): ("GET", "/api/v2/users"),
     ("salesforce", "token"): ("POST", "/services/oauth2/token"),
     ("salesforce", "lead_lookup"): ("GET", REST + "/query/?"),
-    ("salesforce", "lead_batch"): ("POST", REST + "/composite/sobjects"),
-    ("salesforce", "lead_write"): ("POST", REST + "/composite/sobjects"),
 }
+# A batch of one lead goes to the single-record endpoint; two or more to sObject Collections.
+SINGLE_WRITE = ("POST", REST + "/sobjects/Lead/?")
+BATCH_WRITE = ("POST", REST + "/composite/sobjects")
 
 
-def inject(sandbox, rule: Rule, times: int) -> None:
+def inject(sandbox, rule: Rule, times: int, shape: str) -> None:
     emulator = sandbox.auth0 if rule.api == "auth0" else sandbox.salesforce
-    method, path = ROUTES[(rule.api, _operation(rule))]
+    if rule.code == "salesforce_external_id_missing":  # only the upsert endpoints name an external id field
+        method, path = ("PATCH", REST + "/sobjects/Lead/[^/]+/.+") if shape == "single" else ("PATCH", REST + "/composite/sobjects/Lead/[^/]+")
+    elif rule.operation in ("lead_write", "lead_batch"):
+        method, path = SINGLE_WRITE if shape == "single" else BATCH_WRITE
+    else:
+        method, path = ROUTES[(rule.api, _operation(rule))]
     if rule.status == "timeout":
         emulator.fail(method, path, hang=True, times=times)
     elif rule.status == "connection":
         emulator.fail(method, path, drop=True, times=times)
     elif rule.operation == "lead_write":
-        # One record's own failure inside a successful Collections answer (statusCode, not errorCode).
+        # A record's own refusal: a 400 with `errorCode` from the single-record endpoint, or inside a
+        # successful Collections answer with `statusCode`, one per record.
         error = {"message": f"injected for {rule.code}", "fields": ["LastName"]}
-        if rule.vendor_code:
-            error["statusCode"] = rule.vendor_code
         if rule.vendor_code == "DUPLICATES_DETECTED":
             (existing,) = sandbox.salesforce.add_leads([{"LastName": "Matched", "Company": "Other", "Email": "other@example.com"}])
             error["duplicateResult"] = {
                 "allowSave": False,
                 "matchResults": [{"entityType": "Lead", "matchRecords": [{"record": {"attributes": {"type": "Lead"}, "Id": existing}}]}],
             }
-        emulator.fail(method, path, status=200, body=[{"success": False, "errors": [error]}], times=times)
+        if shape == "single":
+            if rule.vendor_code:
+                error["errorCode"] = rule.vendor_code
+            emulator.fail(method, path, status=400, body=[error], times=times)
+        else:
+            if rule.vendor_code:
+                error["statusCode"] = rule.vendor_code
+            emulator.fail(method, path, status=200, body=[{"success": False, "errors": [error]}] * 2, times=times)
     else:
         headers = {}
         if _status(rule) == 429:
@@ -82,7 +95,7 @@ def inject(sandbox, rule: Rule, times: int) -> None:
         emulator.fail(method, path, status=_status(rule), body=_body(rule), headers=headers, times=times)
 
 
-def setup_user(sandbox, tenant, rule: Rule) -> None:
+def setup_user(sandbox, tenant, rule: Rule, shape: str = "single") -> None:
     if rule.operation == "user_search":
         # The log names a linked secondary identity: the read 404s and the primary is searched for.
         tenant.user(
@@ -99,6 +112,9 @@ def setup_user(sandbox, tenant, rule: Rule) -> None:
         return
     tenant.user(USER, given_name="Row", family_name="User")
     tenant.logins(USER)
+    if shape == "batch":
+        tenant.user(SECOND, given_name="Second", family_name="User")
+        tenant.logins(SECOND)
 
 
 def user_row(app, user_id: str = USER):
@@ -109,13 +125,24 @@ def rule_id(rule: Rule) -> str:
     return f"{rule.api}-{rule.operation}-{rule.status}-{rule.vendor_code or 'any'}".replace("*", "all")
 
 
-@pytest.mark.parametrize("rule", failures.RULES, ids=rule_id)
-def test_every_row_keeps_its_promise(rule: Rule, sandbox, tenant, make_app):
-    setup_user(sandbox, tenant, rule)
+CASES = [
+    (rule, "single")
+    for rule in failures.RULES
+    # A single-record write's 400 is always that record's own refusal: the whole-batch row is for batches.
+    if not (rule.operation == "lead_batch" and rule.status == "400")
+] + [
+    (rule, "batch") for rule in failures.RULES if rule.api == "salesforce" and rule.operation in ("lead_write", "lead_batch") and rule.status != "300"
+]
+
+
+@pytest.mark.parametrize("rule, shape", CASES, ids=[f"{rule_id(r)}-{shape}" for r, shape in CASES])
+def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, make_app):
+    setup_user(sandbox, tenant, rule, shape)
     user_id = "google-oauth2|linked-secondary" if rule.operation == "user_search" else USER
     persistent = rule.next in (Next.RETRY, Next.FATAL, Next.PERMANENT, Next.NOT_FOUND)
-    inject(sandbox, rule, times=-1 if persistent else 1)
-    app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1})
+    inject(sandbox, rule, times=-1 if persistent else 1, shape=shape)
+    salesforce = {"external_id_field": "Auth0_User_Id__c"} if rule.code == "salesforce_external_id_missing" else {}
+    app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1}, salesforce=salesforce)
 
     if rule.next is Next.FATAL:
         with pytest.raises(FatalError) as caught:
@@ -134,7 +161,7 @@ def test_every_row_keeps_its_promise(rule: Rule, sandbox, tenant, make_app):
             assert app.ledger.checkpoint is None and row is None
         else:
             assert (row.status, row.reason, row.attempts) == ("pending", rule.code, 1)
-            assert report.retrying == {rule.code: 1}
+            assert report.retrying == {rule.code: 2 if shape == "batch" else 1}
         # The fault passes: the next due cycle finishes the job.
         sandbox.auth0.clear_faults()
         sandbox.salesforce.clear_faults()
@@ -142,7 +169,7 @@ def test_every_row_keeps_its_promise(rule: Rule, sandbox, tenant, make_app):
         again = app.run_cycle()
         assert again.exit_code == ExitCode.OK
         assert user_row(app, user_id).status == "recorded"
-        assert len(sandbox.salesforce.leads) == 1
+        assert len(sandbox.salesforce.leads) == (2 if shape == "batch" else 1)
     elif rule.next is Next.WAIT:
         assert report.exit_code == ExitCode.OK
         assert (row.status, row.attempts) == ("recorded", 0)
@@ -155,12 +182,12 @@ def test_every_row_keeps_its_promise(rule: Rule, sandbox, tenant, make_app):
             assert (row.status, row.reason) == ("skipped", "user_not_found")
         else:
             assert (row.status, row.reason) == ("failed", rule.code)
-            assert report.failed == {rule.code: 1}
+            assert report.failed == {rule.code: 2 if shape == "batch" else 1}
         assert report.exit_code == ExitCode.OK
     elif rule.next is Next.DAILY_LIMIT:
         assert report.exit_code == ExitCode.TEMPORARY and report.salesforce_paused == rule.code
         assert (row.status, row.attempts) == ("pending", 0)
-        assert sandbox.salesforce.calls("POST", REST + "/composite/sobjects") == []
+        assert sandbox.salesforce.calls("POST", SINGLE_WRITE[1]) == [] and sandbox.salesforce.calls("POST", BATCH_WRITE[1]) == []
     elif rule.next is Next.NOT_FOUND:
         assert (row.status, row.reason) == ("skipped", "user_not_found")
         assert sandbox.auth0.calls("GET", "/api/v2/users")  # the primary was searched for
@@ -177,7 +204,7 @@ def test_every_row_keeps_its_promise(rule: Rule, sandbox, tenant, make_app):
 @pytest.mark.parametrize("rule", [r for r in failures.RULES if r.next is Next.REFRESH], ids=rule_id)
 def test_a_second_401_after_a_new_token_is_fatal(rule: Rule, sandbox, tenant, make_app):
     setup_user(sandbox, tenant, rule)
-    inject(sandbox, rule, times=-1)
+    inject(sandbox, rule, times=-1, shape="single")
     app = make_app()
     with pytest.raises(FatalError) as caught:
         app.run_cycle()

@@ -72,6 +72,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     status: int
+    raw_path: str = ""  # as sent, percent-encoding and query included
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8")) if self.body else None
@@ -276,7 +277,7 @@ class Emulator:
         return None
 
     def _record(self, request: Request, status: int, *, expected: bool) -> None:
-        recorded = Recorded(request.method, request.path, request.query, request.headers, request.body, status)
+        recorded = Recorded(request.method, request.path, request.query, request.headers, request.body, status, request.raw_path)
         with self._lock:
             self.requests.append(recorded)
             if not expected:
