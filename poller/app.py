@@ -7,7 +7,8 @@ into memory and the two writes recorded instead of sent (see `dry_run.py`).
 Before any user is worked, the lead mapping is checked against the org's Lead describe: cached in
 the state database, fetched when missing or a day old (and again when the cached one disagrees with
 the mapping: the org may have gained the field since). A mapping that does not fit stops the run with
-exit 78 before any lead is written.
+exit 78 before any lead is written; a describe that cannot be read (and none cached) holds every lead
+write of the cycle, and those users wait with the error as their reason.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ class App:
 
     # --- the org's Lead fields ------------------------------------------------------------------
 
-    def lead_fields(self) -> dict[str, OrgField] | None:
-        """The org's Lead fields, checked against the mapping. None when Salesforce cannot describe
-        Lead now and no describe is cached (no lead can be written safely; users wait)."""
+    def lead_fields(self) -> dict[str, OrgField]:
+        """The org's Lead fields, checked against the mapping. Raises the RetriableError when
+        Salesforce cannot describe Lead now and no describe is cached (no lead can be written safely),
+        LeadMappingError when the mapping does not fit."""
         cached = self.ledger.cached_describe("Lead")
         if cached is not None and self.clock() - cached[0] < DESCRIBE_MAX_AGE_SECONDS:
             if self._org is not None and self._org[0] == cached[0]:
@@ -114,7 +116,7 @@ class App:
         except RetriableError as exc:
             if cached is None:
                 log.warning("salesforce_describe_unavailable", code=exc.code, error=str(exc), note="no lead is written until the Lead describe can be read")
-                return None
+                raise
             log.warning("salesforce_describe_stale", code=exc.code, error=str(exc), age_seconds=round(self.clock() - cached[0]))
             describe = cached[1]
         else:
@@ -131,7 +133,7 @@ class App:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def _cycle(self, settings: CycleSettings) -> Cycle:
+    def _cycle(self, settings: CycleSettings, leads_held_by: RetriableError | None = None) -> Cycle:
         return Cycle(
             source=self.source,
             directory=self.directory,
@@ -141,15 +143,18 @@ class App:
             interrupt=self.interrupt,
             clock=self.clock,
             make_write=lambda key, fields: LeadWrite(key=key, fields=fields),
+            leads_held_by=leads_held_by,
         )
 
     def run_cycle(self) -> CycleReport:
         before = self._snapshot()
-        fields = self.lead_fields()
-        cycle = self._cycle(dataclasses.replace(self.settings, org_fields=fields))
-        if fields is None:
-            cycle.report.salesforce_paused = "salesforce_describe_unavailable"
-        report = cycle.run(work=fields is not None)
+        fields: dict[str, OrgField] | None = None
+        held: RetriableError | None = None
+        try:
+            fields = self.lead_fields()
+        except RetriableError as exc:
+            held = exc  # the logs are still read; users who would get a lead wait, with this reason
+        report = self._cycle(dataclasses.replace(self.settings, org_fields=fields), held).run()
         log.info("cycle_finished", cycle_id=report.cycle_id, outcome=report.outcome, dry_run=self.dry_run, **report.summary())
         self._print_decisions(before)
         return report
@@ -169,9 +174,10 @@ class App:
 
     def _backfill(self, kind: str, max_leads: int | None, **taken_in: Iterable[Any]) -> CycleReport:
         before = self._snapshot()
-        fields = self.lead_fields()
-        if fields is None:
-            raise RetriableError("Salesforce cannot describe Lead right now, so no lead can be written safely; run the backfill again later", code="salesforce_describe_unavailable")
+        try:
+            fields = self.lead_fields()
+        except RetriableError as exc:
+            raise RetriableError(f"no lead can be written before the org's Lead describe is read ({exc}); run the backfill again later", code=exc.code) from None
         # A backfill runs to the end (or to --max-leads); the cycle deadline is the daemon's.
         settings = dataclasses.replace(self.settings, org_fields=fields, max_leads=max_leads, deadline_seconds=None)
         report = self._cycle(settings).run(ingest=False, **taken_in)

@@ -243,7 +243,7 @@ class Ledger:
 
     # --- ingest -------------------------------------------------------------------------------
 
-    def record_page(self, logins: Iterable[Login], checkpoint: str) -> int:
+    def record_page(self, logins: Iterable[Login], checkpoint: str, checkpoint_date: str | None = None) -> int:
         """Record a page's login events and move the checkpoint, atomically.
 
         Returns how many users became pending (new users, and skipped users worth a re-check).
@@ -252,6 +252,8 @@ class Ledger:
         with _transaction(self._db):
             became_pending = self._record_logins(logins)
             self._set_checkpoint(checkpoint)
+            if checkpoint_date:
+                self.set_meta("checkpoint_date", checkpoint_date)
         return became_pending
 
     def record_logins(self, logins: Iterable[Login]) -> int:

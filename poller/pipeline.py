@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -46,6 +47,12 @@ class LogSource(Protocol):
     def find_start(self, start_from: str) -> tuple[str | None, list[dict[str, Any]]]: ...
 
     def read_page(self, checkpoint: str) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    def log_exists(self, log_id: str) -> bool: ...
+
+
+# A quiet tenant can go hours without a log; a gap longer than this is checked against retention.
+RETENTION_CHECK_AFTER = timedelta(hours=1)
 
 
 class UserDirectory(Protocol):
@@ -98,12 +105,13 @@ class CycleReport:
     salesforce_paused: str | None = None
     interrupted: bool = False
     lead_cap_reached: bool = False
+    deadline_reached: bool = False  # the cycle stopped at its deadline with work left; the next one continues
     started_at: float = 0.0
     finished_at: float = 0.0
 
     @property
     def temporary_problems(self) -> bool:
-        return bool(self.retrying or self.ingest_error or self.salesforce_paused or self.interrupted)
+        return bool(self.retrying or self.ingest_error or self.salesforce_paused or self.interrupted or self.deadline_reached)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -133,6 +141,7 @@ class CycleReport:
             "ingest_error": self.ingest_error,
             "salesforce_paused": self.salesforce_paused,
             "lead_cap_reached": self.lead_cap_reached,
+            "deadline_reached": self.deadline_reached,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
         }
 
@@ -166,6 +175,17 @@ def split_logins(
     return logins, filtered
 
 
+def _parse_date(value: Any) -> datetime | None:
+    """An event's `date` as an aware datetime (UTC when no zone is given), or None if unusable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 @dataclass
 class _Candidate:
     row: UserRow
@@ -187,6 +207,7 @@ class Cycle:
         interrupt: Interrupt,
         clock: Callable[[], float] = time.time,
         make_write: Callable[[str, dict[str, Any]], Any],
+        leads_held_by: RetriableError | None = None,
     ) -> None:
         self.source = source
         self.directory = directory
@@ -196,6 +217,9 @@ class Cycle:
         self.interrupt = interrupt
         self.clock = clock
         self.make_write = make_write
+        # Why no lead may be written this cycle (the org's Lead describe could not be read, so the
+        # mapping is unchecked): users who would get one wait, with this error as their reason.
+        self.leads_held_by = leads_held_by
         self.report = CycleReport()
         self.log = log.bind(cycle_id=self.report.cycle_id)
 
@@ -203,11 +227,10 @@ class Cycle:
         self,
         *,
         ingest: bool = True,
-        work: bool = True,
         replay: Iterable[list[dict[str, Any]]] = (),
         enqueue: Iterable[list[str]] = (),
     ) -> CycleReport:
-        """One cycle. A cycle that cannot create leads yet only reads the log stream (`work=False`).
+        """One cycle: ingest, then work.
 
         A backfill does not read the live stream (`ingest=False`): it takes in older log pages
         (`replay`, from log search) or users found directly (`enqueue`, from user search) without
@@ -222,8 +245,7 @@ class Cycle:
             if ingest:
                 self.ingest()
             self.backfill(replay, enqueue)
-            if work:
-                self.work()
+            self.work()
             report.interrupted = report.interrupted or self.interrupt.stopping
             outcome = report.outcome
         finally:
@@ -243,16 +265,24 @@ class Cycle:
                 checkpoint = self._start()
                 if checkpoint is None:
                     return
-            while not self.interrupt.should_stop:
+            first_page = True
+            # At least one page per cycle, whatever the deadline, so a slow cycle still moves on.
+            while first_page or not self.interrupt.should_stop:
                 events, next_checkpoint = self.source.read_page(checkpoint)
                 if not events:
                     return
+                if first_page:
+                    self._check_retention_gap(checkpoint, events)
+                    first_page = False
                 if next_checkpoint is None:
                     report.ingest_error = "a log page had no usable log_id"
                     self.log.error("ingest_stalled", reason=report.ingest_error, checkpoint=checkpoint)
                     return
                 self._take_in(events, next_checkpoint)
                 checkpoint = next_checkpoint
+            self._note_cut_short("ingest")
+        except Interrupted:
+            self._note_cut_short("ingest")
         except RetriableError as exc:
             # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
             report.ingest_error = exc.code
@@ -295,7 +325,27 @@ class Cycle:
             if event.get("type") in ("api_limit", "api_limit_warning"):
                 self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
         logins = self.take_logins(events)
-        self.report.new_users += self.ledger.record_page(logins, checkpoint)
+        dates = [e["date"] for e in events if isinstance(e.get("date"), str)]
+        self.report.new_users += self.ledger.record_page(logins, checkpoint, checkpoint_date=dates[-1] if dates else None)
+
+    def _check_retention_gap(self, checkpoint: str, events: list[dict[str, Any]]) -> None:
+        """Warn once if logs may have expired unread: the poller was down longer than Auth0 keeps
+        logs, and the stream resumed at its oldest log, far after our checkpoint."""
+        last_seen = _parse_date(self.ledger.get_meta("checkpoint_date"))
+        resumed_at = next((d for d in (_parse_date(e.get("date")) for e in events) if d), None)
+        if last_seen is None or resumed_at is None or resumed_at - last_seen < RETENTION_CHECK_AFTER:
+            return
+        if self.ledger.get_meta("retention_gap_warned") == checkpoint or self.source.log_exists(checkpoint):
+            return
+        self.ledger.set_meta("retention_gap_warned", checkpoint)
+        self.log.warning(
+            "log_retention_gap",
+            checkpoint=checkpoint,
+            lost_from=last_seen.isoformat(),
+            lost_until=resumed_at.isoformat(),
+            note="Auth0 no longer has the checkpoint's log: logins in this window may have expired unread; "
+            "`lead-poller backfill --users` can enqueue users who never became leads",
+        )
 
     def take_logins(self, events: list[dict[str, Any]]) -> list[Login]:
         """The page's logins that count. Users seen only in filtered logins are recorded as skipped
@@ -317,8 +367,11 @@ class Cycle:
     # --- work ---------------------------------------------------------------------------------
 
     def work(self) -> None:
+        """Work due users batch by batch. The deadline is checked between batches only, and the
+        first batch always runs (unless a stop was requested): a batch that takes longer than the
+        deadline still finishes, so no cycle ends without progress."""
         worked: set[str] = set()
-        while not self.interrupt.should_stop:
+        while not (self.interrupt.stopping or (worked and self.interrupt.expired)):
             batch = BATCH
             if self.settings.max_leads is not None:
                 room = self.settings.max_leads - self.report.leads_created
@@ -332,6 +385,15 @@ class Cycle:
             worked.update(r.user_id for r in rows)
             self.report.users_worked += len(rows)
             self._work_batch(rows)
+        self._note_cut_short("work")
+
+    def _note_cut_short(self, stage: str) -> None:
+        """The stage's loop ended on a stop request or the deadline, not because it was done."""
+        if self.interrupt.stopping:
+            self.report.interrupted = True
+        elif self.interrupt.expired and not self.report.deadline_reached:
+            self.report.deadline_reached = True
+            self.log.warning("cycle_deadline_reached", stage=stage, deadline_seconds=self.settings.deadline_seconds)
 
     def _work_batch(self, rows: list[UserRow]) -> None:
         ready: list[tuple[UserRow, str]] = [(r, r.lead_id) for r in rows if r.step == STEP_WRITE_BACK and r.lead_id]
@@ -346,7 +408,11 @@ class Cycle:
             candidate = self._decide(row, profile)
             if candidate is not None:
                 candidates.append(candidate)
-        if candidates and not self.report.salesforce_paused:
+        if candidates and self.leads_held_by is not None:
+            self._pause_if_limit(self.leads_held_by)
+            for candidate in candidates:
+                self._defer(candidate.row, self.leads_held_by)
+        elif candidates and not self.report.salesforce_paused:
             ready.extend(self._ensure_leads(candidates))
         elif candidates:
             for candidate in candidates:

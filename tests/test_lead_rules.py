@@ -203,6 +203,38 @@ def test_the_describe_is_cached_for_a_day_and_read_again_when_the_org_may_have_c
     assert describes(sandbox) == 3  # a day old: refreshed
 
 
+def test_no_lead_is_written_before_the_describe_is_read_and_a_stale_one_serves_when_a_refresh_fails(sandbox, tenant, run):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    outage = sandbox.salesforce.fail("GET", r".*/sobjects/Lead/describe/?", status=503, body=[{"errorCode": "SERVER_UNAVAILABLE", "message": "down"}], times=-1)
+
+    ran = run()
+
+    assert ran.report.exit_code == 75 and ran.report.retrying == {"salesforce_unavailable": 1}
+    assert ledger_rows(sandbox)["auth0|a"] == ("pending", "salesforce_unavailable")
+    assert sandbox.salesforce.leads == {} and checkpoint_of(sandbox) is not None  # logs were still read
+
+    outage.times = 0
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    db.execute("UPDATE users SET next_attempt_at = 0")
+    db.commit()
+    db.close()
+    run()
+    assert set(leads_by_email(sandbox)) == {"a@example.com"}
+
+    # A day later the refresh fails: the cached describe still serves, with a warning.
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    db.execute("UPDATE salesforce_describe SET fetched_at = ?", (time.time() - 25 * 3600,))
+    db.commit()
+    db.close()
+    sandbox.salesforce.fail("GET", r".*/sobjects/Lead/describe/?", status=503, body=[{"errorCode": "SERVER_UNAVAILABLE", "message": "down"}], times=-1)
+    tenant.user("auth0|b")
+    tenant.logins("auth0|b")
+    ran = run()
+    assert ran.report.exit_code == 0 and ran.events("salesforce_describe_stale")
+    assert set(leads_by_email(sandbox)) == {"a@example.com", "b@example.com"}
+
+
 def test_values_are_cut_to_the_org_length_of_a_custom_field(sandbox, tenant, run):
     sandbox.salesforce.add_field({"name": "Team__c", "type": "string", "length": 5})
     tenant.user("auth0|a", user_metadata={"team": "Zoë 🚀 Rocketeers"})
