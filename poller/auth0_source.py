@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from auth0.management import Auth0
@@ -117,6 +117,7 @@ class Auth0Source:
         self.gate = gate or RateGate(clock=clock)
         self.calls: dict[str, int] = {}
         self.rate_limited: int = 0
+        self.granted_scopes: frozenset[str] | None = None  # from the last token response's `scope`
         self._calls_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -159,8 +160,11 @@ class Auth0Source:
         response = self._call("token", "token", send, idempotent=True)
         try:
             body = response.json()
-            return str(body["access_token"]), float(body.get("expires_in") or 86400)
-        except (ValueError, KeyError, TypeError):
+            token, expires_in = str(body["access_token"]), float(body.get("expires_in") or 86400)
+            scope = body.get("scope")
+            self.granted_scopes = frozenset(scope.split()) if isinstance(scope, str) else None
+            return token, expires_in
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise RetriableError("Auth0 answered the token request without an access_token", code="auth0_unexpected") from None
 
     def _call(self, group: str, operation: str, send: Callable[[], T], *, idempotent: bool) -> T:
@@ -237,6 +241,24 @@ class Auth0Source:
         if next_checkpoint is None and body:
             next_checkpoint = _from_link(response.headers.get("link"))
         return events, next_checkpoint
+
+    def token_scopes(self) -> frozenset[str] | None:
+        """Get a token (if none is held) and return the scopes Auth0 granted it; None if the token
+        response did not say."""
+        self._token.get()
+        return self.granted_scopes
+
+    def log_exists(self, log_id: str) -> bool:
+        """Whether Auth0 still keeps the log event `log_id` (`GET /api/v2/logs/{id}`; 404: it does not)."""
+
+        def send() -> httpx.Response | None:
+            response = self._http.get(f"/api/v2/logs/{quote(log_id, safe='')}", headers=self._auth())
+            if response.status_code == 404:
+                return None
+            _raise_for_status(response)
+            return response
+
+        return self._call("logs", "logs", send, idempotent=True) is not None
 
     def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         def send() -> httpx.Response:

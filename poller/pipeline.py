@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, RetriableError
@@ -133,6 +134,25 @@ def logins_in(events: Iterable[dict[str, Any]], login_types: frozenset[str]) -> 
     return logins
 
 
+def newest_event_time(events: Iterable[dict[str, Any]]) -> float | None:
+    """The newest `date` of a page (UNIX seconds), for the log lag. Dates can arrive out of order,
+    so this is the maximum, not the last event's; unparseable dates are passed over."""
+    newest = None
+    for event in events:
+        date = event.get("date")
+        if not isinstance(date, str):
+            continue
+        try:
+            when = datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        stamp = when.timestamp()
+        newest = stamp if newest is None else max(newest, stamp)
+    return newest
+
+
 @dataclass
 class _Candidate:
     row: UserRow
@@ -231,7 +251,7 @@ class Cycle:
         for event in events:
             if event.get("type") in ("api_limit", "api_limit_warning"):
                 self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
-        self.report.new_users += self.ledger.record_page(logins, checkpoint)
+        self.report.new_users += self.ledger.record_page(logins, checkpoint, newest_event_at=newest_event_time(events))
 
     # --- work ---------------------------------------------------------------------------------
 
