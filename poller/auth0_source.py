@@ -12,6 +12,7 @@ Every failure leaves this module as one of the errors in `errors.py`.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from auth0.management.core.parse_error import ParsingError
 
 from poller import failures
 from poller.config import Auth0Config, HttpConfig
-from poller.errors import CredentialsError, FatalError, Interrupted, PermanentError, RetriableError
+from poller.errors import FatalError, Interrupted, PermanentError, RetriableError
 from poller.failures import Next
 from poller.logs import get_logger, register_secret
 from poller.pacing import Interrupt, RateGate, retry_after_seconds
@@ -121,7 +122,7 @@ class Auth0Source:
         self._calls_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.base_url,
-            verify=str(http.ca_bundle) if http.ca_bundle else True,
+            verify=ssl.create_default_context(cafile=str(http.ca_bundle)) if http.ca_bundle else True,
             timeout=httpx.Timeout(http.timeout_seconds, connect=http.connect_timeout_seconds),
             event_hooks={"response": [self._observe]},
             headers={"User-Agent": "lead-poller"},
@@ -173,7 +174,7 @@ class Auth0Source:
         refreshed = False
         quick_retries = 0
         while True:
-            if self.interrupt.should_stop or not self.gate.take(group, self.interrupt):
+            if self.interrupt.stopping or not self.gate.take(group, self.interrupt):
                 raise Interrupted()
             try:
                 return send()
@@ -200,7 +201,7 @@ class Auth0Source:
                 self._token.invalidate()
                 continue
             if rule.next is Next.REFRESH:
-                raise CredentialsError(f"Auth0 rejected a freshly issued token ({detail}); check the application's API authorisation", code=rule.code)
+                raise FatalError(f"Auth0 rejected a freshly issued token ({detail}); check the application's API authorisation", code=rule.code, exit_code=rule.exit_code)
             if rule.next is Next.RETRY and idempotent and quick_retries < SAME_CALL_RETRIES and not self.interrupt.should_stop:
                 quick_retries += 1
                 if self.interrupt.sleep(0.5 * quick_retries):
@@ -208,8 +209,7 @@ class Auth0Source:
             if rule.next is Next.RETRY:
                 raise RetriableError(f"Auth0 {operation}: {detail} (HTTP {status or '-'})", code=rule.code)
             if rule.next is Next.FATAL:
-                cls = CredentialsError if rule.code in failures.CREDENTIAL_CODES else FatalError
-                raise cls(f"Auth0 {operation}: {rule.explanation} ({detail})", code=rule.code)
+                raise FatalError(f"Auth0 {operation}: {rule.explanation} ({detail})", code=rule.code, exit_code=rule.exit_code)
             if rule.next is Next.NOT_FOUND:
                 raise _NotFoundSignal()
             raise PermanentError(f"Auth0 {operation}: {detail}", code=rule.code)
@@ -249,16 +249,16 @@ class Auth0Source:
         return self.granted_scopes
 
     def log_exists(self, log_id: str) -> bool:
-        """Whether Auth0 still keeps the log event `log_id` (`GET /api/v2/logs/{id}`; 404: it does not)."""
+        """Whether Auth0 still keeps this log (False once it fell out of the retention window)."""
 
-        def send() -> httpx.Response | None:
+        def send() -> bool:
             response = self._http.get(f"/api/v2/logs/{quote(log_id, safe='')}", headers=self._auth())
             if response.status_code == 404:
-                return None
+                return False
             _raise_for_status(response)
-            return response
+            return True
 
-        return self._call("logs", "logs", send, idempotent=True) is not None
+        return self._call("logs", "logs", send, idempotent=True)
 
     def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         def send() -> httpx.Response:
@@ -348,10 +348,22 @@ class Auth0Source:
         """Set app_metadata.recordedAsLead (and the lead id). First-level keys only: Auth0 merges the
         first level of app_metadata, so every other key the user has survives."""
         app_metadata = {"recordedAsLead": True, "salesforceLeadId": lead_id}
+
+        def patch(target: str) -> None:
+            send = lambda: _ignore_parsing(lambda: self._sdk.users.with_raw_response.update(target, app_metadata=app_metadata))  # noqa: E731
+            self._call("users_write", "user_write", send, idempotent=True)
+
         try:
-            self._call("users_write", "user_write", lambda: _ignore_parsing(lambda: self._sdk.users.with_raw_response.update(user_id, app_metadata=app_metadata)), idempotent=True)
+            patch(user_id)
         except _NotFoundSignal:
-            raise UserNotFound(user_id) from None
+            # A linked secondary identity has no user of its own: the flag belongs on the primary.
+            primary = self._find_primary(user_id)
+            if primary is None or not isinstance(primary.get("user_id"), str):
+                raise UserNotFound(user_id) from None
+            try:
+                patch(primary["user_id"])
+            except _NotFoundSignal:
+                raise UserNotFound(user_id) from None
 
     def write_backs(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Exception | None]:
         items = list(pairs)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, TextIO
 from poller import config as config_module
 from poller.auth0_source import Auth0Source
 from poller.config import HOST_PORT, Config, HttpConfig
-from poller.errors import ConfigError, CredentialsError, ExitCode, PollerError, StateError
+from poller.errors import ConfigError, ExitCode, FatalError, PollerError, StateError
 from poller.ledger import StateReader
 from poller.mapping import LEAD_FIELD_LENGTHS, MAPPED_FIELDS
 from poller.pacing import Interrupt
@@ -146,9 +146,11 @@ def _check_tls(checks: Checklist, name: str, domain: str, http: HttpConfig) -> b
     return True
 
 
-def _problem(exc: Exception) -> tuple[str, ExitCode]:
-    code = ExitCode.CREDENTIALS if isinstance(exc, CredentialsError) else ExitCode.ERROR
-    return str(exc), code
+def _problem(exc: PollerError) -> tuple[str, ExitCode]:
+    """The line to print and the exit code it stands for: a fatal answer carries its own (77 for
+    credentials and scopes); anything temporary is an ordinary failed check."""
+    code = exc.exit_code if isinstance(exc, FatalError) else ExitCode.ERROR
+    return str(exc), ExitCode(code)
 
 
 # --- Auth0 ------------------------------------------------------------------------------------

@@ -65,9 +65,11 @@ class ConfigError(PollerError):
 class FatalError(PollerError):
     """Stop the cycle. The message is the one line a person reads to fix it."""
 
-    def __init__(self, message: str, *, code: str = "fatal") -> None:
+    def __init__(self, message: str, *, code: str = "fatal", exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
         self.code = code
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class CredentialsError(FatalError):

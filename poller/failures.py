@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from poller.errors import ExitCode
+
 
 class Next(enum.Enum):
     RETRY = "retry later (backoff; counts as an attempt)"
@@ -29,7 +31,9 @@ class Next(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     api: str  # auth0 | salesforce
-    operation: str  # token | logs | user_read | user_write | user_search | lead_lookup | lead_write | *
+    # token | logs | user_read | user_write | user_search | lead_lookup | lead_batch (the whole
+    # Collections call) | lead_write (one record's result inside it) | *
+    operation: str
     status: str  # "429", "5xx", "*", "timeout", "connection"
     vendor_code: str | None  # errorCode / statusCode in the body, when it matters
     next: Next
@@ -37,17 +41,24 @@ class Rule:
     explanation: str  # what the user sees / should do
 
     @property
-    def exit_code(self) -> int:
-        if self.next is Next.FATAL:
-            return 77 if self.code in CREDENTIAL_CODES else 1
-        if self.next in (Next.RETRY, Next.WAIT, Next.DAILY_LIMIT, Next.REFRESH):
-            return 75
-        return 0
+    def exit_code(self) -> ExitCode:
+        """The process exit code of a --run-once cycle that ends with this answer."""
+        if self.next is Next.FATAL or self.next is Next.REFRESH:  # REFRESH: when the new token is refused too
+            return FATAL_EXIT_CODES.get(self.code, ExitCode.CREDENTIALS if self.code in CREDENTIAL_CODES else ExitCode.ERROR)
+        if self.next in (Next.RETRY, Next.WAIT, Next.DAILY_LIMIT):
+            return ExitCode.TEMPORARY
+        return ExitCode.OK
 
 
 CREDENTIAL_CODES = frozenset(
-    {"auth0_credentials_rejected", "auth0_forbidden", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected", "auth0_token_rejected"}
+    {"auth0_credentials_rejected", "auth0_forbidden", "auth0_token_rejected", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected"}
 )
+# Fatal answers that are not about credentials: a person fixes the state or the configuration.
+FATAL_EXIT_CODES = {
+    "auth0_checkpoint_rejected": ExitCode.STATE,
+    "salesforce_external_id_missing": ExitCode.CONFIG,
+    "salesforce_invalid_query": ExitCode.CONFIG,
+}
 
 R = Rule
 RULES: tuple[Rule, ...] = (
@@ -61,7 +72,7 @@ RULES: tuple[Rule, ...] = (
     R("auth0", "*", "403", None, Next.FATAL, "auth0_forbidden", "a scope is missing: grant read:logs, read:users and update:users_app_metadata to the application"),
     R("auth0", "logs", "400", None, Next.FATAL, "auth0_checkpoint_rejected", "Auth0 rejected the stored checkpoint as malformed; nothing was skipped: fix or reset [auth0] start_from and the state"),
     R("auth0", "user_read", "404", None, Next.NOT_FOUND, "user_not_found", "the log's user id may be a linked secondary identity: its primary user is looked up, else user_not_found is recorded"),
-    R("auth0", "user_write", "404", None, Next.PERMANENT, "user_not_found", "the user was deleted before the flag could be written; the lead stays"),
+    R("auth0", "user_write", "404", None, Next.NOT_FOUND, "user_not_found", "a linked secondary identity: the flag is written on its primary user; if there is none (deleted), user_not_found is recorded and the lead stays"),
     R("auth0", "user_read", "400", None, Next.PERMANENT, "auth0_bad_user_id", "Auth0 refused the user id"),
     R("auth0", "user_write", "400", None, Next.PERMANENT, "auth0_write_back_rejected", "Auth0 refused the app_metadata write"),
     R("auth0", "user_search", "400", None, Next.RETRY, "auth0_search_rejected", "user search refused the query; per-user reads are used instead"),
@@ -88,8 +99,10 @@ RULES: tuple[Rule, ...] = (
     R("salesforce", "lead_write", "400", "INVALID_FIELD_FOR_INSERT_UPDATE", Next.PERMANENT, "INVALID_FIELD_FOR_INSERT_UPDATE", "a mapped field is not createable for the Run As user"),
     R("salesforce", "lead_write", "400", "DUPLICATES_DETECTED", Next.DUPLICATE, "DUPLICATES_DETECTED", "a duplicate rule matched: adopt the match, save anyway, or skip ([salesforce] on_duplicate)"),
     R("salesforce", "lead_write", "400", "UNABLE_TO_LOCK_ROW", Next.RETRY, "UNABLE_TO_LOCK_ROW", "record lock contention in Salesforce: retried with backoff"),
-    R("salesforce", "lead_write", "300", None, Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead has this external id (the field is not unique)"),
-    R("salesforce", "lead_write", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
+    R("salesforce", "lead_write", "400", "DUPLICATE_EXTERNAL_ID", Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead has this external id (the field is not unique); the collections form of the single-record 300"),
+    R("salesforce", "lead_batch", "300", None, Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead matched the external id (the field is not unique)"),
+    R("salesforce", "lead_batch", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
+    R("salesforce", "lead_batch", "400", None, Next.RETRY, "salesforce_batch_rejected", "Salesforce refused the whole batch request: retried with backoff, then failed"),
     R("salesforce", "lead_lookup", "400", "INVALID_FIELD", Next.FATAL, "salesforce_invalid_query", "the lookup query names a field the org lacks (check external_id_field)"),
     R("salesforce", "lead_write", "400", None, Next.PERMANENT, "salesforce_rejected", "Salesforce refused the lead (the code and field are recorded)"),
     R("salesforce", "*", "400", None, Next.RETRY, "salesforce_bad_request", "Salesforce refused a request: retried with backoff, then failed"),
@@ -134,12 +147,12 @@ def lookup(api: str, operation: str, status: int | str, vendor_code: str | None 
 def markdown_table() -> str:
     """The README's failure table, generated from RULES."""
     lines = [
-        "| API | call | answer | error code | what lead-poller does | recorded as | what it means / what to do |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| API | call | answer | error code | what lead-poller does | recorded as | exit (--run-once) | what it means / what to do |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rule in RULES:
         lines.append(
-            f"| {rule.api} | {rule.operation} | {rule.status} | {rule.vendor_code or ''} | {rule.next.value} | `{rule.code}` | {rule.explanation} |"
+            f"| {rule.api} | {rule.operation} | {rule.status} | {rule.vendor_code or ''} | {rule.next.value} | `{rule.code}` | {int(rule.exit_code)} | {rule.explanation} |"
         )
     return "\n".join(lines)
 

@@ -227,7 +227,7 @@ class Ledger:
 
     # --- ingest -------------------------------------------------------------------------------
 
-    def record_page(self, logins: Iterable[Login], checkpoint: str, *, newest_event_at: float | None = None) -> int:
+    def record_page(self, logins: Iterable[Login], checkpoint: str, checkpoint_date: str | None = None, *, newest_event_at: float | None = None) -> int:
         """Record a page's login events and move the checkpoint, atomically.
 
         Returns how many users became pending (new users, and skipped users worth a re-check).
@@ -261,6 +261,8 @@ class Ledger:
                     (login.date, login.log_id, login.user_id),
                 )
             self._set_checkpoint(checkpoint)
+            if checkpoint_date:
+                self.set_meta("checkpoint_date", checkpoint_date)
             if newest_event_at is not None:
                 known = self.get_meta("newest_event_at")
                 if known is None or newest_event_at > float(known):

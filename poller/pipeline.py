@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, RetriableError
@@ -39,6 +39,12 @@ class LogSource(Protocol):
     def find_start(self, start_from: str) -> tuple[str | None, list[dict[str, Any]]]: ...
 
     def read_page(self, checkpoint: str) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    def log_exists(self, log_id: str) -> bool: ...
+
+
+# A quiet tenant can go hours without a log; a gap longer than this is checked against retention.
+RETENTION_CHECK_AFTER = timedelta(hours=1)
 
 
 class UserDirectory(Protocol):
@@ -82,12 +88,13 @@ class CycleReport:
     ingest_error: str | None = None
     salesforce_paused: str | None = None
     interrupted: bool = False
+    deadline_reached: bool = False  # the cycle stopped at its deadline with work left; the next one continues
     started_at: float = 0.0
     finished_at: float = 0.0
 
     @property
     def temporary_problems(self) -> bool:
-        return bool(self.retrying or self.ingest_error or self.salesforce_paused or self.interrupted)
+        return bool(self.retrying or self.ingest_error or self.salesforce_paused or self.interrupted or self.deadline_reached)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -115,6 +122,7 @@ class CycleReport:
             "checkpoint": self.checkpoint,
             "ingest_error": self.ingest_error,
             "salesforce_paused": self.salesforce_paused,
+            "deadline_reached": self.deadline_reached,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
         }
 
@@ -134,23 +142,22 @@ def logins_in(events: Iterable[dict[str, Any]], login_types: frozenset[str]) -> 
     return logins
 
 
+def _parse_date(value: Any) -> datetime | None:
+    """An event's `date` as an aware datetime (UTC when no zone is given), or None if unusable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def newest_event_time(events: Iterable[dict[str, Any]]) -> float | None:
     """The newest `date` of a page (UNIX seconds), for the log lag. Dates can arrive out of order,
-    so this is the maximum, not the last event's; unparseable dates are passed over."""
-    newest = None
-    for event in events:
-        date = event.get("date")
-        if not isinstance(date, str):
-            continue
-        try:
-            when = datetime.fromisoformat(date.replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        stamp = when.timestamp()
-        newest = stamp if newest is None else max(newest, stamp)
-    return newest
+    so this is the maximum, not the last event's; unusable dates are passed over."""
+    dates = [d for d in (_parse_date(e.get("date")) for e in events) if d is not None]
+    return max(dates).timestamp() if dates else None
 
 
 @dataclass
@@ -215,16 +222,24 @@ class Cycle:
                 checkpoint = self._start()
                 if checkpoint is None:
                     return
-            while not self.interrupt.should_stop:
+            first_page = True
+            # At least one page per cycle, whatever the deadline, so a slow cycle still moves on.
+            while first_page or not self.interrupt.should_stop:
                 events, next_checkpoint = self.source.read_page(checkpoint)
                 if not events:
                     return
+                if first_page:
+                    self._check_retention_gap(checkpoint, events)
+                    first_page = False
                 if next_checkpoint is None:
                     report.ingest_error = "a log page had no usable log_id"
                     self.log.error("ingest_stalled", reason=report.ingest_error, checkpoint=checkpoint)
                     return
                 self._take_in(events, next_checkpoint)
                 checkpoint = next_checkpoint
+            self._note_cut_short("ingest")
+        except Interrupted:
+            self._note_cut_short("ingest")
         except RetriableError as exc:
             # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
             report.ingest_error = exc.code
@@ -251,19 +266,51 @@ class Cycle:
         for event in events:
             if event.get("type") in ("api_limit", "api_limit_warning"):
                 self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
-        self.report.new_users += self.ledger.record_page(logins, checkpoint, newest_event_at=newest_event_time(events))
+        dates = [e["date"] for e in events if isinstance(e.get("date"), str)]
+        self.report.new_users += self.ledger.record_page(logins, checkpoint, checkpoint_date=dates[-1] if dates else None, newest_event_at=newest_event_time(events))
+
+    def _check_retention_gap(self, checkpoint: str, events: list[dict[str, Any]]) -> None:
+        """Warn once if logs may have expired unread: the poller was down longer than Auth0 keeps
+        logs, and the stream resumed at its oldest log, far after our checkpoint."""
+        last_seen = _parse_date(self.ledger.get_meta("checkpoint_date"))
+        resumed_at = next((d for d in (_parse_date(e.get("date")) for e in events) if d), None)
+        if last_seen is None or resumed_at is None or resumed_at - last_seen < RETENTION_CHECK_AFTER:
+            return
+        if self.ledger.get_meta("retention_gap_warned") == checkpoint or self.source.log_exists(checkpoint):
+            return
+        self.ledger.set_meta("retention_gap_warned", checkpoint)
+        self.log.warning(
+            "log_retention_gap",
+            checkpoint=checkpoint,
+            lost_from=last_seen.isoformat(),
+            lost_until=resumed_at.isoformat(),
+            note="Auth0 no longer has the checkpoint's log: logins in this window may have expired unread; "
+            "`lead-poller backfill --users` can enqueue users who never became leads",
+        )
 
     # --- work ---------------------------------------------------------------------------------
 
     def work(self) -> None:
+        """Work due users batch by batch. The deadline is checked between batches only, and the
+        first batch always runs (unless a stop was requested): a batch that takes longer than the
+        deadline still finishes, so no cycle ends without progress."""
         worked: set[str] = set()
-        while not self.interrupt.should_stop:
+        while not (self.interrupt.stopping or (worked and self.interrupt.expired)):
             rows = [r for r in self.ledger.due(BATCH) if r.user_id not in worked]
             if not rows:
                 return
             worked.update(r.user_id for r in rows)
             self.report.users_worked += len(rows)
             self._work_batch(rows)
+        self._note_cut_short("work")
+
+    def _note_cut_short(self, stage: str) -> None:
+        """The stage's loop ended on a stop request or the deadline, not because it was done."""
+        if self.interrupt.stopping:
+            self.report.interrupted = True
+        elif self.interrupt.expired and not self.report.deadline_reached:
+            self.report.deadline_reached = True
+            self.log.warning("cycle_deadline_reached", stage=stage, deadline_seconds=self.settings.deadline_seconds)
 
     def _work_batch(self, rows: list[UserRow]) -> None:
         ready: list[tuple[UserRow, str]] = [(r, r.lead_id) for r in rows if r.step == STEP_WRITE_BACK and r.lead_id]

@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
 import requests
-from simple_salesforce import Salesforce, format_soql
-from simple_salesforce.exceptions import SalesforceError
+from simple_salesforce import Salesforce, format_external_id, format_soql
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceMoreThanOneRecord, SalesforceResourceNotFound
 
 from poller import failures
 from poller.config import HttpConfig, SalesforceConfig
-from poller.errors import CredentialsError, DailyLimitReached, FatalError, Interrupted, PermanentError, RetriableError
+from poller.errors import DailyLimitReached, FatalError, Interrupted, PermanentError, RetriableError
 from poller.failures import Next
 from poller.logs import get_logger, register_secret
 from poller.pacing import Interrupt
@@ -40,7 +40,11 @@ log = get_logger("poller.salesforce")
 
 BATCH = 200  # sObject Collections' maximum
 MAX_QUERY_URL = 12_000  # stay well inside the 16,384-byte URI limit of a GET
-LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {} ORDER BY CreatedDate"
+LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {}"
+LOOKUP_ONE_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email = {}"
+
+
+_NO_COLLECTIONS = object()
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class SalesforceSink:
             self.session.request, timeout=(http.connect_timeout_seconds, http.timeout_seconds), verify=verify
         )
         self._sf: Salesforce | None = None
+        self._collections = True  # until the org says it has no sObject Collections
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}
         self.tokens_fetched = 0
@@ -153,17 +158,16 @@ class SalesforceSink:
         if rule.next is Next.DAILY_LIMIT:
             return DailyLimitReached(f"Salesforce daily API limit reached ({detail})")
         if rule.next is Next.FATAL:
-            cls = CredentialsError if rule.code in failures.CREDENTIAL_CODES else FatalError
-            return cls(f"Salesforce {operation}: {rule.explanation} ({detail})", code=rule.code)
+            return FatalError(f"Salesforce {operation}: {rule.explanation} ({detail})", code=rule.code, exit_code=rule.exit_code)
         if rule.next is Next.REFRESH:
-            return CredentialsError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code)
+            return FatalError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code, exit_code=rule.exit_code)
         if rule.next is Next.PERMANENT:
             return PermanentError(f"Salesforce {operation}: {detail}", code=rule.code)
         return RetriableError(f"Salesforce {operation}: {detail} (HTTP {status})", code=rule.code)
 
     def _call(self, operation: str, send: Callable[[Salesforce], T]) -> T:
         """One API call: a new token once on 401, everything else translated through the table."""
-        if self.interrupt.should_stop:
+        if self.interrupt.stopping:  # the deadline is the cycle's business, between batches
             raise Interrupted()
         renewed = False
         while True:
@@ -187,10 +191,10 @@ class SalesforceSink:
                 raise self._translate(operation, status, code, _describe(error, exc.content)) from None
             except requests.Timeout:
                 raise self._translate(operation, "timeout", None, "timed out") from None
+            except ValueError:  # a 2xx whose body is not JSON (requests' JSONDecodeError is one too)
+                raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
             except requests.RequestException as exc:
                 raise self._translate(operation, "connection", None, type(exc).__name__) from None
-            except ValueError:  # a 2xx whose body is not JSON
-                raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
 
     def _note_usage(self, sf: Salesforce) -> None:
         usage = getattr(sf, "api_usage", {}).get("api-usage")
@@ -213,12 +217,15 @@ class SalesforceSink:
         unique = sorted({e.lower() for e in emails if e})
         found: dict[str, str] = {}
         for chunk in _query_chunks(unique, LOOKUP_SOQL):
-            soql = format_soql(LOOKUP_SOQL, chunk)
+            # One address is asked with `=`, the plainest SOQL every Salesforce-compatible API knows.
+            soql = format_soql(LOOKUP_ONE_SOQL, chunk[0]) if len(chunk) == 1 else format_soql(LOOKUP_SOQL, chunk)
             result = self._call("lead_lookup", lambda sf: sf.query(soql))
             for record in result.get("records", []) if isinstance(result, dict) else []:
-                email = record.get("Email")
-                if isinstance(email, str) and isinstance(record.get("Id"), str):
-                    found.setdefault(email.lower(), record["Id"])  # oldest first: the original lead wins
+                email, lead_id = record.get("Email"), record.get("Id")
+                if isinstance(email, str) and isinstance(lead_id, str):
+                    # Several open leads with one address: the lowest id, the oldest, answers for all.
+                    known = found.get(email.lower())
+                    found[email.lower()] = lead_id if known is None else min(known, lead_id)
         return found
 
     # --- writes -------------------------------------------------------------------------------
@@ -230,7 +237,34 @@ class SalesforceSink:
             results.extend(self._write_batch(leads[start : start + BATCH]))
         return results
 
+    def _duplicate_header(self) -> dict[str, str]:
+        return {"Sforce-Duplicate-Rule-Header": "allowSave=true"} if self.config.on_duplicate == "allow_save" else {}
+
+    def _write_one(self, lead: LeadWrite) -> WriteResult:
+        """One lead by the single-record endpoints (`POST sobjects/Lead`, or the upsert
+        `PATCH sobjects/Lead/<field>/<url-encoded user id>`): same call count as a batch of one, and the
+        plainest API there is. A record's own refusal is mapped exactly as inside a Collections answer."""
+        external = self.config.external_id_field
+        headers = self._duplicate_header()
+
+        def send(sf: Salesforce) -> Any:
+            try:
+                if external:
+                    # Auth0 ids contain '|': format_external_id URL-encodes the value for the path.
+                    response = sf.Lead.upsert(format_external_id(external, lead.key), lead.fields, raw_response=True, headers=headers)
+                    return response.json() if response.content else None
+                return sf.Lead.create(lead.fields, headers=headers)
+            except SalesforceMalformedRequest as exc:
+                return {"success": False, "errors": exc.content if isinstance(exc.content, list) else [{"message": str(exc.content)}]}
+            except SalesforceMoreThanOneRecord:
+                return {"success": False, "errors": [{"statusCode": "DUPLICATE_EXTERNAL_ID", "message": "more than one lead has this external id"}]}
+
+        answer = self._call("lead_batch", send)
+        return self._result(answer if isinstance(answer, dict) else None)
+
     def _write_batch(self, batch: Sequence[LeadWrite]) -> list[WriteResult]:
+        if len(batch) == 1 or not self._collections:
+            return [self._write_one(lead) for lead in batch]
         external = self.config.external_id_field
         records = []
         for lead in batch:
@@ -239,12 +273,25 @@ class SalesforceSink:
                 record[external] = lead.key
             records.append(record)
         body = {"allOrNone": False, "records": records}
-        headers = {"Sforce-Duplicate-Rule-Header": "allowSave=true"} if self.config.on_duplicate == "allow_save" else {}
+        headers = self._duplicate_header()
         if external:
             path = f"composite/sobjects/Lead/{quote(external, safe='')}"
-            answer = self._call("lead_write", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers))
+            answer = self._call("lead_batch", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers))
         else:
-            answer = self._call("lead_write", lambda sf: sf.restful("composite/sobjects", method="POST", json=body, headers=headers))
+
+            def send(sf: Salesforce) -> Any:
+                try:
+                    return sf.restful("composite/sobjects", method="POST", json=body, headers=headers)
+                except SalesforceResourceNotFound:
+                    return _NO_COLLECTIONS
+
+            answer = self._call("lead_batch", send)
+            if answer is _NO_COLLECTIONS:
+                # An API without sObject Collections (an old version, a gateway, a compatible fake):
+                # one call per lead from now on; nothing was written by the refused batch.
+                log.warning("salesforce_collections_unavailable", note="writing leads one by one")
+                self._collections = False
+                return [self._write_one(lead) for lead in batch]
         answers = answer if isinstance(answer, list) else []
         results = []
         for index in range(len(batch)):
@@ -270,8 +317,10 @@ class SalesforceSink:
         if rule.next is Next.RETRY:
             return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code))
         if rule.next is Next.FATAL:
-            raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code)
-        return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=code or rule.code, field=field or None))
+            raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code, exit_code=rule.exit_code)
+        # A row written for this code names it; an unknown code is more use recorded as it is.
+        recorded = rule.code if rule.vendor_code else (code or rule.code)
+        return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=recorded, field=field or None))
 
     def _duplicate(self, error: dict[str, Any]) -> WriteResult:
         matches = _duplicate_matches(error)

@@ -49,21 +49,38 @@ class Run:
         return matches[-1]
 
 
-def run_cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> Run:
-    """Run `python -m poller ARGS` the way a user or cron does: a new process, the environment, a config file."""
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH0_", "SALESFORCE_"))}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(REPO)
+    return full_env
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> Run:
+    """Run `python -m poller ARGS` the way a user or cron does: a new process, the environment, a config file."""
     done = subprocess.run(
         [sys.executable, "-m", "poller", *map(str, args)],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=cli_env(env),
         cwd=cwd or REPO,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def start_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The CLI as a running process (a daemon to signal, a run to kill at a chosen request)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "poller", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(env),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
@@ -113,3 +130,27 @@ def tenant(sandbox):
 
 
 __all__ = ["Run", "run_cli", "make_log_id"]
+
+
+@pytest.fixture
+def make_app(sandbox):
+    """Build the production `App` in-process from a config the sandbox writes (for tests that need
+    many cycles or a controlled clock; the CLI tests cover the process boundary)."""
+    from poller import config as config_module
+    from poller.app import App
+
+    apps = []
+
+    def build(clock=None, **sections: Any) -> App:
+        path = sandbox.write_config(sandbox.workdir / f"config-{len(apps)}.toml", **sections)
+        config = config_module.load(path, environ=sandbox.env())
+        app = App(config, clock=clock) if clock else App(config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        try:
+            app.close()
+        except Exception:
+            pass

@@ -189,3 +189,58 @@ def test_demo_command_runs_and_checks_itself(tmp_path):
     run = run_cli("demo", timeout=120)
     assert run.code == 0, run.stdout + run.stderr
     assert "OK:" in run.stdout and "leads created" in run.stdout
+
+
+def test_retry_makes_failed_users_pending_and_the_next_run_works_them(sandbox, tenant, cli):
+    tenant.user("auth0|picky")
+    tenant.user("auth0|other")
+    tenant.logins("auth0|picky", "auth0|other")
+    # The org's validation rule refuses both leads at first: a permanent failure per user.
+    sandbox.salesforce.validation_rules.append(lambda lead: "Leads need a phone number")
+    first = cli("--run-once")
+    assert first.code == 0
+    assert first.event("cycle_finished")["failed"] == {"FIELD_CUSTOM_VALIDATION_EXCEPTION": 2}
+    sandbox.salesforce.validation_rules.clear()  # the admin relaxed the rule
+
+    assert cli("--run-once").code == 0
+    assert sandbox.salesforce.leads == {}  # failed users stay failed until someone says otherwise
+
+    retried = cli("retry", "auth0|picky")
+    assert retried.code == 0 and "1 user(s) pending again" in retried.stdout
+    assert cli("--run-once").event("cycle_finished")["leads_created"] == 1
+    assert cli("retry", "--all-failed").stdout.startswith("1 user(s)")
+    assert cli("--run-once").event("cycle_finished")["leads_created"] == 1
+    assert len(sandbox.salesforce.leads) == 2
+
+
+def test_retry_without_users_says_what_to_give(sandbox, cli):
+    run = cli("retry")
+    assert run.code == 78 and "--all-failed" in run.stderr
+
+
+def test_an_api_without_collections_gets_leads_one_by_one(sandbox, tenant, cli):
+    for n in range(3):
+        tenant.user(f"auth0|solo{n}")
+        tenant.logins(f"auth0|solo{n}")
+    sandbox.salesforce.fail("POST", r"/services/data/v[\d.]+/composite/sobjects", status=404, body=[{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], times=-1)
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert run.event("salesforce_collections_unavailable")["level"] == "warning"
+    assert len(sandbox.salesforce.leads) == 3
+    assert len(sandbox.salesforce.calls("POST", r"/services/data/v[\d.]+/sobjects/Lead/?")) == 3
+
+
+def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, cli):
+    sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True})
+    tenant.user("google-oauth2|1234567890")
+    tenant.logins("google-oauth2|1234567890")
+    config = sandbox.write_config(salesforce={"external_id_field": "Auth0_User_Id__c"})
+
+    assert cli("--run-once", config=config).code == 0
+
+    (upsert,) = sandbox.salesforce.calls("PATCH", r"/services/data/v[\d.]+/sobjects/Lead/Auth0_User_Id__c/.+")
+    assert upsert.raw_path.endswith("/Auth0_User_Id__c/google-oauth2%7C1234567890")
+    (lead,) = sandbox.salesforce.leads.values()
+    assert lead["Auth0_User_Id__c"] == "google-oauth2|1234567890"

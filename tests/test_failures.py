@@ -13,7 +13,7 @@ from poller.failures import Next
     [
         ("auth0", "logs", 429, None, "auth0_rate_limited", Next.WAIT),
         ("auth0", "user_read", 404, "inexistent_user", "user_not_found", Next.NOT_FOUND),
-        ("auth0", "user_write", 404, None, "user_not_found", Next.PERMANENT),
+        ("auth0", "user_write", 404, None, "user_not_found", Next.NOT_FOUND),
         ("auth0", "logs", 400, None, "auth0_checkpoint_rejected", Next.FATAL),
         ("auth0", "logs", 503, None, "auth0_unavailable", Next.RETRY),
         ("auth0", "token", 401, "access_denied", "auth0_credentials_rejected", Next.FATAL),

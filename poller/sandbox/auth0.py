@@ -482,7 +482,9 @@ class Auth0Emulator(Emulator):
                     if value == {}:
                         user.pop(key, None)  # Auth0: an empty object removes the metadata completely
                         continue
-                    merged = dict(user.get(key) or {})
+                    stored = user.get(key)
+                    # A stored value that is not an object (seeded odd data) is replaced, not merged.
+                    merged = dict(stored) if isinstance(stored, dict) else {}
                     for k, v in value.items():  # first level only: nested objects replace whole
                         if v is None:
                             merged.pop(k, None)

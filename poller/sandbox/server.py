@@ -72,6 +72,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     status: int
+    raw_path: str = ""  # as sent, percent-encoding and query included
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8")) if self.body else None
@@ -91,6 +92,7 @@ class Fault:
     drop: bool = False  # close the connection without any response
     after: bool = False  # run the real handler first (the write happens), then answer with the fault
     when: Callable[[Request], bool] | None = None  # further narrowing, e.g. on the body
+    then: Callable[[], None] | None = None  # run when the fault fires (after the handler if `after`): kill a client, signal a test
 
     def matches(self, request: Request) -> bool:
         if self.times == 0 or self.method != request.method:
@@ -239,6 +241,8 @@ class Emulator:
         return {}
 
     def _apply_fault(self, fault: Fault, http: BaseHTTPRequestHandler) -> Response | None:
+        if fault.then is not None:
+            fault.then()
         if fault.hang:
             # Held until the emulator stops; the client's read timeout ends it first.
             self._stopping.wait()
@@ -273,7 +277,7 @@ class Emulator:
         return None
 
     def _record(self, request: Request, status: int, *, expected: bool) -> None:
-        recorded = Recorded(request.method, request.path, request.query, request.headers, request.body, status)
+        recorded = Recorded(request.method, request.path, request.query, request.headers, request.body, status, request.raw_path)
         with self._lock:
             self.requests.append(recorded)
             if not expected:

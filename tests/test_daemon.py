@@ -1,0 +1,88 @@
+"""The daemon as a process: SIGTERM mid-cycle, the watchdog, one poller per state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+
+from poller.errors import ExitCode
+from tests.conftest import run_cli, start_cli
+
+
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def seed(tenant, count: int) -> list[str]:
+    user_ids = [f"auth0|daemon{n:02d}" for n in range(count)]
+    for user_id in user_ids:
+        tenant.user(user_id)
+    tenant.logins(*user_ids)
+    return user_ids
+
+
+def test_sigterm_mid_cycle_finishes_the_step_commits_and_exits_0(sandbox, tenant):
+    user_ids = seed(tenant, 40)
+    config = sandbox.write_config(schedule={"interval_seconds": 3600}, work={"concurrency": 1})
+    holder: dict[str, int] = {}
+    # The signal arrives while the daemon is inside a write-back: mid-cycle, mid-batch.
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], signal.SIGTERM))
+    daemon = start_cli("--config", config, env=sandbox.env())
+    holder["pid"] = daemon.pid
+
+    stdout, stderr = daemon.communicate(timeout=10)
+
+    assert daemon.returncode == 0, stderr
+    events = _events(stdout)
+    assert [e["event"] for e in events if e["event"] in ("stopping", "daemon_stopped")] == ["stopping", "daemon_stopped"]
+    finished = [e for e in events if e["event"] == "cycle_finished"]
+    assert finished and finished[-1]["outcome"] == "interrupted"
+    assert finished[-1]["written_back"] < 40  # it stopped early, not at the end
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    states = db.execute("SELECT status, step, lead_id IS NOT NULL FROM users").fetchall()
+    db.close()
+    # Consistent: every user is either recorded, or pending with its lead id kept for the write-back.
+    assert all(s == ("recorded", None, 1) or s == ("pending", "write_back", 1) for s in states), states
+
+    rerun = run_cli("--config", config, "--run-once", env=sandbox.env())
+    assert rerun.code == 0
+    assert len(sandbox.salesforce.leads) == 40
+    assert all(sandbox.auth0.users[u]["app_metadata"]["recordedAsLead"] for u in user_ids)
+
+
+def test_watchdog_exits_70_when_no_cycle_completes(sandbox, tenant):
+    seed(tenant, 1)
+    # Auth0 stops answering mid-request; the read timeout is long, so the cycle hangs.
+    sandbox.auth0.fail("GET", "/api/v2/logs", hang=True, times=-1)
+    config = sandbox.write_config(schedule={"interval_seconds": 1, "watchdog_intervals": 2}, http={"timeout_seconds": 120})
+    daemon = start_cli("--config", config, env=sandbox.env())
+
+    stdout, _ = daemon.communicate(timeout=30)
+
+    assert daemon.returncode == ExitCode.STALLED == 70
+    stalled = [e for e in _events(stdout) if e["event"] == "daemon_stalled"]
+    assert len(stalled) == 1 and stalled[0]["level"] == "critical"
+
+
+def test_second_poller_on_the_same_state_exits_at_once_and_the_first_is_unaffected(sandbox, tenant):
+    user_ids = seed(tenant, 3)
+    config = sandbox.write_config(schedule={"interval_seconds": 3600})
+    daemon = start_cli("--config", config, env=sandbox.env())
+    try:
+        # Wait until the daemon has finished its first cycle (it holds the lock from start to exit).
+        lines = []
+        for line in daemon.stdout:
+            lines.append(line)
+            if '"cycle_finished"' in line:
+                break
+        second = run_cli("--config", config, "--run-once", env=sandbox.env())
+        assert second.code == ExitCode.LOCKED == 73
+        assert "already using the state database" in second.stderr
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        rest, _ = daemon.communicate(timeout=10)
+    assert daemon.returncode == 0
+    assert len(sandbox.salesforce.leads) == 3
+    assert all(sandbox.auth0.users[u]["app_metadata"]["recordedAsLead"] for u in user_ids)
