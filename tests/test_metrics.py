@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
@@ -105,3 +106,19 @@ def test_a_port_in_use_is_a_configuration_error_naming_the_key(tmp_path):
             raise AssertionError("a second server on the same port must fail")
     finally:
         first.close()
+
+
+def test_salesforce_usage_is_stamped_only_when_a_cycle_called_salesforce(sandbox, tenant):
+    from poller.ledger import StateReader
+
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    config = config_module.load(sandbox.write_config(), environ={**os.environ, **sandbox.env()})
+    clock = FrozenClock(1_900_000_000.0)
+    with App(config, clock=clock) as app:
+        app.run_cycle()
+        clock.now += 300
+        app.run_cycle()  # nothing new: no Salesforce call
+    with StateReader.open(config.state.path) as reader:
+        usage = json.loads(reader.meta()["salesforce_api_usage"])
+    assert usage["seen_at"] == 1_900_000_000.0 and usage["used"] >= 1
