@@ -55,7 +55,17 @@ class App:
             clock=self.clock,
             make_write=lambda key, fields: LeadWrite(key=key, fields=fields),
         )
-        report = cycle.run()
+        rate_limited_before = (self.source.rate_limited, self.sink.rate_limited)
+        salesforce_calls_before = sum(self.sink.calls.values())
+        try:
+            report = cycle.run()
+        finally:
+            # Kept for `status` and the metrics endpoint, also when the cycle stopped on an error.
+            # The usage is only news when this cycle called Salesforce (it is stamped "seen now").
+            self.ledger.note_api_usage(
+                rate_limited={"auth0": self.source.rate_limited - rate_limited_before[0], "salesforce": self.sink.rate_limited - rate_limited_before[1]},
+                salesforce_usage=self.sink.api_usage if sum(self.sink.calls.values()) > salesforce_calls_before else None,
+            )
         log.info("cycle_finished", cycle_id=report.cycle_id, outcome=report.outcome, **report.summary())
         return report
 

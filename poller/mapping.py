@@ -27,6 +27,9 @@ LEAD_FIELD_LENGTHS: dict[str, int] = {
     "Country": 80,
 }
 
+# The Lead fields `build_lead` may fill (`check` compares them with the org's Lead describe).
+MAPPED_FIELDS = ("LastName", "FirstName", "Email", "Company", "LeadSource")
+
 # Salesforce's own email check is stricter than RFC 5322; this is what it reliably accepts.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
