@@ -25,31 +25,15 @@ from poller.dry_run import DryRunDirectory, DryRunSink, decisions, print_decisio
 from poller.errors import ConfigError, LeadMappingError, Problem, RetriableError
 from poller.ledger import Ledger
 from poller.logs import get_logger
-from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, LeadDefaults, OrgField, check_against_describe, lead_mapping, org_fields, parse_path
+from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, OrgField, check_against_describe, org_fields, parse_path
 from poller.pacing import Interrupt
 from poller.pipeline import Cycle, CycleReport, CycleSettings
-from poller.rules import AllowDeny, LeadRules
+from poller.rules import lead_rules
 from poller.salesforce_sink import LeadWrite, SalesforceSink
 
 log = get_logger("poller")
 
 DESCRIBE_MAX_AGE_SECONDS = 24 * 3600.0
-
-
-def lead_rules(config: Config) -> LeadRules:
-    lead = config.lead
-    return LeadRules(
-        mapping=lead_mapping(
-            LeadDefaults(company=config.salesforce.company, lead_source=config.salesforce.lead_source),
-            dict(lead.fields),
-        ),
-        applications=AllowDeny.of(lead.allow_applications, lead.deny_applications),
-        connections=AllowDeny.of(lead.allow_connections, lead.deny_connections),
-        email_domains=AllowDeny.of(lead.allow_email_domains, lead.deny_email_domains),
-        require_verified_email=lead.require_verified_email,
-        consent=lead.consent,
-        skip_existing_contacts=lead.skip_existing_contacts,
-    )
 
 
 class App:
@@ -148,13 +132,17 @@ class App:
 
     def run_cycle(self) -> CycleReport:
         before = self._snapshot()
-        fields: dict[str, OrgField] | None = None
-        held: RetriableError | None = None
-        try:
-            fields = self.lead_fields()
-        except RetriableError as exc:
-            held = exc  # the logs are still read; users who would get a lead wait, with this reason
-        report = self._cycle(dataclasses.replace(self.settings, org_fields=fields), held).run()
+
+        def run() -> CycleReport:
+            fields: dict[str, OrgField] | None = None
+            held: RetriableError | None = None
+            try:
+                fields = self.lead_fields()
+            except RetriableError as exc:
+                held = exc  # the logs are still read; users who would get a lead wait, with this reason
+            return self._cycle(dataclasses.replace(self.settings, org_fields=fields), held).run()
+
+        report = self._noting_api_usage(run)
         log.info("cycle_finished", cycle_id=report.cycle_id, outcome=report.outcome, dry_run=self.dry_run, **report.summary())
         self._print_decisions(before)
         return report
@@ -174,16 +162,33 @@ class App:
 
     def _backfill(self, kind: str, max_leads: int | None, **taken_in: Iterable[Any]) -> CycleReport:
         before = self._snapshot()
-        try:
-            fields = self.lead_fields()
-        except RetriableError as exc:
-            raise RetriableError(f"no lead can be written before the org's Lead describe is read ({exc}); run the backfill again later", code=exc.code) from None
-        # A backfill runs to the end (or to --max-leads); the cycle deadline is the daemon's.
-        settings = dataclasses.replace(self.settings, org_fields=fields, max_leads=max_leads, deadline_seconds=None)
-        report = self._cycle(settings).run(ingest=False, **taken_in)
+
+        def run() -> CycleReport:
+            try:
+                fields = self.lead_fields()
+            except RetriableError as exc:
+                raise RetriableError(f"no lead can be written before the org's Lead describe is read ({exc}); run the backfill again later", code=exc.code) from None
+            # A backfill runs to the end (or to --max-leads); the cycle deadline is the daemon's.
+            settings = dataclasses.replace(self.settings, org_fields=fields, max_leads=max_leads, deadline_seconds=None)
+            return self._cycle(settings).run(ingest=False, **taken_in)
+
+        report = self._noting_api_usage(run)
         log.info("backfill_finished", backfill=kind, cycle_id=report.cycle_id, outcome=report.outcome, dry_run=self.dry_run, max_leads=max_leads, **report.summary())
         self._print_decisions(before)
         return report
+
+    def _noting_api_usage(self, run: Callable[[], CycleReport]) -> CycleReport:
+        rate_limited_before = (self.source.rate_limited, self.sink.rate_limited)
+        salesforce_calls_before = sum(self.sink.calls.values())
+        try:
+            return run()
+        finally:
+            # Kept for `status` and the metrics endpoint, also when the cycle stopped on an error.
+            # The usage is only news when this cycle called Salesforce (it is stamped "seen now").
+            self.ledger.note_api_usage(
+                rate_limited={"auth0": self.source.rate_limited - rate_limited_before[0], "salesforce": self.sink.rate_limited - rate_limited_before[1]},
+                salesforce_usage=self.sink.api_usage if sum(self.sink.calls.values()) > salesforce_calls_before else None,
+            )
 
     def _snapshot(self) -> dict[str, Any]:
         return {row.user_id: row for row in self.ledger.users()} if self.dry_run else {}

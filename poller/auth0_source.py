@@ -121,6 +121,7 @@ class Auth0Source:
         self.gate = gate or RateGate(clock=clock)
         self.calls: dict[str, int] = {}
         self.rate_limited: int = 0
+        self.granted_scopes: frozenset[str] | None = None  # from the last token response's `scope`
         self._calls_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -163,8 +164,11 @@ class Auth0Source:
         response = self._call("token", "token", send, idempotent=True)
         try:
             body = response.json()
-            return str(body["access_token"]), float(body.get("expires_in") or 86400)
-        except (ValueError, KeyError, TypeError):
+            token, expires_in = str(body["access_token"]), float(body.get("expires_in") or 86400)
+            scope = body.get("scope")
+            self.granted_scopes = frozenset(scope.split()) if isinstance(scope, str) else None
+            return token, expires_in
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise RetriableError("Auth0 answered the token request without an access_token", code="auth0_unexpected") from None
 
     def _call(self, group: str, operation: str, send: Callable[[], T], *, idempotent: bool) -> T:
@@ -240,6 +244,12 @@ class Auth0Source:
         if next_checkpoint is None and body:
             next_checkpoint = _from_link(response.headers.get("link"))
         return events, next_checkpoint
+
+    def token_scopes(self) -> frozenset[str] | None:
+        """Get a token (if none is held) and return the scopes Auth0 granted it; None if the token
+        response did not say."""
+        self._token.get()
+        return self.granted_scopes
 
     def log_exists(self, log_id: str) -> bool:
         """Whether Auth0 still keeps this log (False once it fell out of the retention window)."""

@@ -7,6 +7,8 @@
     lead-poller backfill --since T [--until T] [--max-leads N] [--dry-run] [--config F]
     lead-poller backfill --users [--max-leads N] [--dry-run] [--config F]
     lead-poller retry [USER_ID ...] [--all-failed] [--config F]
+    lead-poller check [--config F]           read-only preflight: configuration, both vendors, the Lead object
+    lead-poller status [--config F] [--json | --prometheus]   where it stands, from the state database only
     lead-poller demo [--rules]               the real job against the built-in sandbox
 
 Exit codes are `errors.ExitCode`, listed in the README.
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("user_ids", nargs="*", metavar="USER_ID")
     retry.add_argument("--all-failed", action="store_true", help="every failed user")
 
+    commands.add_parser("check", parents=[common], help="read-only preflight: one line per check; non-zero exit if one fails")
+
+    status = commands.add_parser("status", parents=[common], help="where lead-poller stands, from the state database only (no network)")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON document (its keys are documented in the README)")
+    output.add_argument("--prometheus", action="store_true", help="the metrics in Prometheus text format (node_exporter's textfile collector)")
+
     demo = commands.add_parser("demo", help="run the real job against the built-in sandbox of Auth0 and Salesforce")
     demo.add_argument("--keep", type=Path, metavar="DIR", help="keep the sandbox's config, CA and state in DIR")
     demo.add_argument("--rules", action="store_true", help="with a non-default lead mapping, filters and consent")
@@ -87,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backfill(load_config(config_path, dry_run=dry_run), dry_run=dry_run, **backfill)
         if dry_run and (args.command is not None or not args.run_once):
             raise UsageError("--dry-run goes with --run-once or backfill: the daemon never runs dry")
+        if args.command == "check":
+            from poller import check
+
+            logs.configure(level="warning", stream=sys.stderr)
+            return int(check.run(config_path, out=sys.stdout))
+        if args.command == "status":
+            return _status(config_path, as_json=args.json, as_prometheus=args.prometheus)
         config = load_config(config_path, dry_run=dry_run)
         if args.command == "retry":
             return _retry(config, args.user_ids, args.all_failed)
@@ -120,8 +136,61 @@ def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> 
             report = app.run_cycle()
             return int(report.exit_code)
         from poller.scheduler import Daemon
+        from poller.sdnotify import Notifier
 
-        return int(Daemon(app).run())
+        _warn_if_watchdog_too_short(config)
+        server = _metrics_server(config)
+        try:
+            return int(Daemon(app, notify=Notifier.from_environment()).run())
+        finally:
+            if server is not None:
+                server.close()
+
+
+def _stall_after(config: config_module.Config) -> float:
+    return config.schedule.watchdog_intervals * config.schedule.interval_seconds
+
+
+def _metrics_server(config: config_module.Config):  # -> MetricsServer | None
+    if config.metrics.listen is None:
+        return None
+    from poller.metrics import MetricsServer
+
+    return MetricsServer(config.metrics.listen, config.state.path, stall_after_seconds=_stall_after(config))
+
+
+def _warn_if_watchdog_too_short(config: config_module.Config) -> None:
+    """WATCHDOG=1 is sent after each cycle; systemd's WatchdogSec must outlast two intervals and a cycle."""
+    from poller.sdnotify import watchdog_seconds
+
+    limit = watchdog_seconds()
+    needed = 2 * config.schedule.interval_seconds + config.schedule.deadline_seconds
+    if limit is not None and limit < needed:
+        logs.get_logger("poller.daemon").warning(
+            "systemd_watchdog_too_short", watchdog_seconds=limit, needed_seconds=needed,
+            note="raise WatchdogSec= in the unit, or systemd will restart a healthy daemon between cycles",
+        )
+
+
+def _status(config_path: Path, *, as_json: bool, as_prometheus: bool) -> int:
+    import json
+
+    from poller import status
+
+    logs.configure(level="warning", stream=sys.stderr)
+    # No vendor is called: the service's secrets are not needed to look at its state.
+    config = config_module.load(config_path, require_secrets=False)
+    if as_prometheus:
+        from poller import metrics
+
+        sys.stdout.write(metrics.text(config.state.path, stall_after_seconds=_stall_after(config)))
+        return int(ExitCode.OK)
+    document = status.snapshot(config.state.path, stall_after_seconds=_stall_after(config))
+    if document is None:
+        print(f"lead-poller status: no state database at {config.state.path} yet (no cycle has run with this configuration)", file=sys.stderr)
+        return int(ExitCode.ERROR)
+    print(json.dumps(document, indent=2) if as_json else status.render(document))
+    return int(ExitCode.OK)
 
 
 def _time(option: str, value: str) -> datetime:

@@ -1,8 +1,11 @@
 """config.toml + environment -> one frozen, typed `Config`, with every problem reported at once.
 
-Environment variables override the file and are where secrets belong (see ENV_OVERRIDES). Relative
-paths in the file (`[state] path`, `[http] ca_bundle`) are taken relative to the file's folder, so a
-configuration means the same thing whatever directory the daemon is started from.
+Environment variables override the file and are where secrets belong (see ENV_OVERRIDES). Under systemd,
+the same names may instead be files in `$CREDENTIALS_DIRECTORY` (`LoadCredential=`): an environment
+variable wins over a credential file, which wins over the configuration file. Relative paths in the file
+(`[state] path`, `[http] ca_bundle`) are taken relative to the file's folder, so a configuration means the
+same thing whatever directory the daemon is started from; without `[state] path`, systemd's
+`$STATE_DIRECTORY` (`StateDirectory=`) holds `state.db`.
 
 Loading makes no network call: a wrong value is reported before anything is sent anywhere.
 """
@@ -99,6 +102,13 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint; off (None) unless `[metrics] listen` is set."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class LeadConfig:
     """[lead]: who becomes a lead (filters, consent) and with what fields ([lead.fields])."""
 
@@ -125,6 +135,7 @@ class Config:
     http: HttpConfig
     work: WorkConfig
     logging: LoggingConfig
+    metrics: MetricsConfig = MetricsConfig()
     source: Path | None = None
     lead: LeadConfig = field(default_factory=LeadConfig)
 
@@ -187,6 +198,8 @@ class _Reader:
             return  # already reported as wrong; "missing" would only confuse
         if value in (None, ""):
             where = f" (or the environment variable {env})" if env else ""
+            if qualified in SECRET_KEYS:
+                where = f" (better: the environment variable {env}, or a systemd credential file named {env})"
             self.problems.append(Problem(qualified, None, f"is required: set it in the file{where}"))
 
 
@@ -255,6 +268,41 @@ def check_login_types(value: list[Any]) -> str | None:
     if unknown:
         return f"{', '.join(map(repr, unknown))} is not a successful-login type (known: {', '.join(sorted(KNOWN_LOGIN_TYPES))})"
     return None
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`host:port` -> (host, port); IPv6 hosts in brackets. None if it is not that."""
+    match = HOST_PORT.match(value)
+    if not match or match.group("port") is None or int(match.group("port")) > 65535:
+        return None
+    return match.group("host").strip("[]"), int(match.group("port"))
+
+
+def check_listen(value: str) -> str | None:
+    if parse_listen(value) is None:
+        return "must be host:port, e.g. \"127.0.0.1:9464\" (\"[::1]:9464\" for IPv6)"
+    return None
+
+
+def read_credentials(environ: Mapping[str, str], problems: list[Problem]) -> dict[str, str]:
+    """systemd credentials (`LoadCredential=`): files in $CREDENTIALS_DIRECTORY named like the
+    environment variables. A trailing newline (as `echo` writes) is not part of the value."""
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    found: dict[str, str] = {}
+    for name in ENV_OVERRIDES:
+        path = Path(directory) / name
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(f"credential {name}", str(path), f"cannot be read: {getattr(exc, 'strerror', None) or exc}"))
+            continue
+        if value:
+            found[name] = value
+    return found
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -338,8 +386,11 @@ def _resolve(path: str, base: Path | None) -> Path:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read `path` and the environment. Raises ConfigError listing every problem."""
+def load(path: Path, environ: Mapping[str, str] | None = None, *, require_secrets: bool = True) -> Config:
+    """Read `path` and the environment. Raises ConfigError listing every problem.
+
+    `require_secrets=False` is for commands that never call a vendor (`status`): an operator can run
+    them without the service's secrets."""
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
@@ -351,22 +402,30 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(str(path), None, f"is not valid TOML: {exc}")]) from None
-    return parse(raw, environ=environ, base=path.resolve().parent, source=path)
+    return parse(raw, environ=environ, base=path.resolve().parent, source=path, require_secrets=require_secrets)
 
 
-def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | None = None, source: Path | None = None) -> Config:
+def parse(
+    raw: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    base: Path | None = None,
+    source: Path | None = None,
+    require_secrets: bool = True,
+) -> Config:
     problems: list[Problem] = []
     reader = _Reader(raw, problems)
-    known_sections = {"auth0", "salesforce", "schedule", "state", "http", "work", "logging", "lead"}
+    known_sections = {"auth0", "salesforce", "schedule", "state", "http", "work", "logging", "metrics", "lead"}
     for name in sorted(set(raw) - known_sections):
         problems.append(Problem(f"[{name}]", None, f"unknown section (known: {', '.join(sorted(known_sections))})"))
 
     merged = {name: dict(raw.get(name, {})) if isinstance(raw.get(name, {}), dict) else raw.get(name) for name in known_sections}
     env_for: dict[str, str] = {}
+    credentials = read_credentials(environ, problems)
     for variable, (section, key) in ENV_OVERRIDES.items():
         env_for[f"{section}.{key}"] = variable
-        value = environ.get(variable)
-        if value is not None and value != "" and isinstance(merged.get(section), dict):
+        value = environ.get(variable) or credentials.get(variable)  # the environment wins
+        if value and isinstance(merged.get(section), dict):
             merged[section][key] = value
     reader.raw = merged
 
@@ -378,7 +437,8 @@ def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | No
         start_from=reader.get(a, "auth0.start_from", str, "now", check_start_from),
         login_types=tuple(reader.get(a, "auth0.login_types", list, list(DEFAULT_LOGIN_TYPES), check_login_types)),
     )
-    for key in ("domain", "client_id", "client_secret"):
+    required = ("domain", "client_id", "client_secret") if require_secrets else ("domain", "client_id")
+    for key in required:
         reader.require(getattr(auth0, key), f"auth0.{key}", env_for.get(f"auth0.{key}"))
 
     s = reader.section(
@@ -405,7 +465,7 @@ def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | No
         on_duplicate=reader.get(s, "salesforce.on_duplicate", str, "adopt", _one_of("adopt", "allow_save", "skip")),
         external_id_field=external_id or None,
     )
-    for key in ("domain", "client_id", "client_secret", "company"):
+    for key in ("domain", "client_id", "client_secret", "company") if require_secrets else ("domain", "client_id", "company"):
         reader.require(getattr(salesforce, key), f"salesforce.{key}", env_for.get(f"salesforce.{key}"))
 
     sc = reader.section("schedule", {"interval_seconds", "cycle_deadline_seconds", "watchdog_intervals"})
@@ -417,6 +477,9 @@ def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | No
 
     st = reader.section("state", {"path"})
     state_path = reader.get(st, "state.path", str, "", lambda v: None if v.strip() else "must not be empty")
+    state_directory = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not state_path and state_directory and not any(p.key == "state.path" for p in problems):
+        state_path = str(Path(state_directory) / "state.db")  # systemd's StateDirectory=, one per unit
     if not state_path:
         problems.append(Problem("state.path", None, "is required: where the state database lives, e.g. \"/var/lib/lead-poller/state.db\""))
     state = StateConfig(path=_resolve(state_path or ".", base))
@@ -446,11 +509,17 @@ def parse(raw: Mapping[str, Any], *, environ: Mapping[str, str], base: Path | No
         pii=reader.get(lg, "logging.pii", str, "mask", _one_of("mask", "hash", "plain")),
     )
 
+    m = reader.section("metrics", {"listen"})
+    listen = reader.get(m, "metrics.listen", str, "", check_listen)
+    metrics = MetricsConfig(listen=parse_listen(listen) if listen else None)
+
     lead = _parse_lead(reader, salesforce)
 
     if problems:
         raise ConfigError(problems, source=str(source) if source else "configuration")
-    return Config(auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, source=source, lead=lead)
+    return Config(
+        auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, metrics=metrics, source=source, lead=lead
+    )
 
 
 LIST_KEYS = (

@@ -31,7 +31,7 @@ class Next(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     api: str  # auth0 | salesforce
-    # token | logs | user_read | user_write | user_search | lead_lookup | contact_lookup | describe |
+    # token | logs | user_read | user_write | user_search | lead_lookup | contact_lookup | lead_describe |
     # lead_batch (the whole Collections call) | lead_write (one record's result inside it) | *
     operation: str
     status: str  # "429", "5xx", "*", "timeout", "connection"

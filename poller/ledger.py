@@ -19,11 +19,15 @@ written to Salesforce, so a resumed user whose lead may exist is looked up befor
 One pending page of the log stream is recorded with the new checkpoint in ONE transaction, so the
 checkpoint never moves past a login that the ledger does not hold.
 
-An exclusive lock file beside the database keeps a second poller off the same state. A dry run works
-on an in-memory copy instead (`Ledger.scratch_copy`): it takes no lock and writes nothing to the file.
+An exclusive lock file beside the database keeps a second poller off the same state. `StateReader`
+reads the same database without that lock and without writing (`status`, `check`, the metrics
+endpoint), so it works beside a running daemon. A dry run works on an in-memory copy instead
+(`Ledger.scratch_copy`): no lock, and nothing it does reaches the file.
 
-The schema is versioned (`meta.schema_version`); an older database is migrated forward in place, one
-transaction per step (`_MIGRATIONS`), and a newer one is refused.
+Schema versions: 1 (first release); 2 adds `totals` (running counters since the state was created, for
+`status` and the metrics endpoint) and an index for failure reports; 3 adds `salesforce_describe` (the
+org's Lead describe, cached for the mapping check). An older database is migrated in place, in one
+transaction, when the poller opens it; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from poller.errors import StateError, StateLocked
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Reasons for `skipped` that a later login should re-check: the profile may have changed since, or the
 # user was only seen signing in through an application or connection the filters leave out.
@@ -88,10 +92,18 @@ CREATE TABLE cycles (
 );
 """
 
-# version -> the statements that bring a database of version - 1 to it. A new database gets _SCHEMA and
-# then every migration, so both paths end in the same schema.
+# Each step takes a database of version N to N + 1; a new database gets _SCHEMA and then every step.
 _MIGRATIONS: dict[int, str] = {
-    # 2: the Salesforce describe of each sObject we write, cached (a daily refresh, not one per start).
+    1: """
+CREATE TABLE totals (
+    name  TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    value REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, label)
+);
+CREATE INDEX users_status_reason ON users (status, reason);
+""",
+    # The Salesforce describe of each sObject we write, cached (a daily refresh, not one per start).
     2: """
 CREATE TABLE salesforce_describe (
     sobject    TEXT PRIMARY KEY,
@@ -100,6 +112,11 @@ CREATE TABLE salesforce_describe (
 );
 """,
 }
+
+# Cycle summary fields that are running totals (the name in `totals` is the summary key).
+_SUMMED = ("events_read", "login_events", "new_users", "users_worked", "leads_created", "leads_reused", "already_flagged", "written_back")
+# Summary fields that are counts by a label: summary key -> totals name.
+_SUMMED_BY_LABEL = {"skipped": "skipped", "failed": "failed", "retrying": "retrying"}
 
 
 @dataclass(frozen=True)
@@ -243,17 +260,22 @@ class Ledger:
 
     # --- ingest -------------------------------------------------------------------------------
 
-    def record_page(self, logins: Iterable[Login], checkpoint: str, checkpoint_date: str | None = None) -> int:
+    def record_page(self, logins: Iterable[Login], checkpoint: str, checkpoint_date: str | None = None, *, newest_event_at: float | None = None) -> int:
         """Record a page's login events and move the checkpoint, atomically.
 
         Returns how many users became pending (new users, and skipped users worth a re-check).
         Users already recorded, failed or pending are only touched to note the login.
+        `newest_event_at` (the page's newest event date, UNIX seconds) is kept for the log lag.
         """
         with _transaction(self._db):
             became_pending = self._record_logins(logins)
             self._set_checkpoint(checkpoint)
             if checkpoint_date:
                 self.set_meta("checkpoint_date", checkpoint_date)
+            if newest_event_at is not None:
+                known = self.get_meta("newest_event_at")
+                if known is None or newest_event_at > float(known):
+                    self.set_meta("newest_event_at", repr(newest_event_at))
         return became_pending
 
     def record_logins(self, logins: Iterable[Login]) -> int:
@@ -464,13 +486,29 @@ class Ledger:
             return self._db.execute("INSERT INTO cycles (started_at) VALUES (?)", (self._clock(),)).lastrowid
 
     def finish_cycle(self, cycle_id: int, outcome: str, summary: dict[str, Any]) -> None:
+        """Store the cycle's outcome and summary, and add its counts to the running totals."""
+        now = self._clock()
         with _transaction(self._db):
             self._db.execute(
                 "UPDATE cycles SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?",
-                (self._clock(), outcome, json.dumps(summary, sort_keys=True), cycle_id),
+                (now, outcome, json.dumps(summary, sort_keys=True), cycle_id),
             )
+            _add_cycle_totals(self._db, outcome, summary)
+            if outcome == "ok":
+                self.set_meta("last_ok_cycle_at", repr(now))
             # Keep a bounded history: status needs the last cycles, not all of them.
             self._db.execute("DELETE FROM cycles WHERE id <= ?", (cycle_id - 1000,))
+
+    def note_api_usage(self, *, rate_limited: dict[str, int], salesforce_usage: tuple[int, int] | None) -> None:
+        """What the adapters saw during a cycle: 429 answers per API, and Salesforce's daily API usage
+        (from `Sforce-Limit-Info`, free on every response)."""
+        with _transaction(self._db):
+            for api, count in rate_limited.items():
+                if count:
+                    _add_total(self._db, "rate_limited", api, count)
+            if salesforce_usage is not None:
+                used, limit = salesforce_usage
+                self.set_meta("salesforce_api_usage", json.dumps({"used": used, "limit": limit, "seen_at": self._clock()}))
 
     def users(self) -> Iterator[UserRow]:
         for row in self._db.execute("SELECT * FROM users ORDER BY rowid"):
@@ -486,20 +524,22 @@ def _corrupt(path: Path, exc: Exception) -> StateError:
 
 
 def _prepare(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
-    """Create the schema in a new database; check the version of an existing one and migrate it."""
-    try:
-        if new:
+    """Create the schema in a new database (then every migration); check the version of an existing
+    one and migrate it in place, in one transaction."""
+    if new:
+        try:
             with _transaction(db):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                _execute_script(db, _SCHEMA)
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
-            version = 1
-        else:
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
+                _migrate(db, 1)
+        except sqlite3.DatabaseError as exc:
+            raise _corrupt(path, exc) from None
+        return
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _corrupt(path, exc) from None
+    version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
     if version is None:
         raise StateError(f"the state database {path} has no schema version; it was not written by lead-poller", code="state_corrupt")
     if version > SCHEMA_VERSION:
@@ -508,15 +548,58 @@ def _prepare(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
             f"({SCHEMA_VERSION}); upgrade lead-poller or point [state] path elsewhere",
             code="state_future",
         )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
+    if version < SCHEMA_VERSION:
         try:
             with _transaction(db):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+                _migrate(db, version)
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"the state database {path} could not be upgraded to schema version {target}: {exc}", code="state_migration") from None
+            raise StateError(f"the state database {path} could not be upgraded from schema version {version} ({exc}); it is unchanged", code="state_corrupt") from None
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and these statements belong to the caller's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a database from `version` to SCHEMA_VERSION, inside the caller's transaction."""
+    while version < SCHEMA_VERSION:
+        _execute_script(db, _MIGRATIONS[version])
+        if version == 1:
+            # Totals start from the cycle history that version 1 kept (its last 1,000 cycles).
+            for outcome, summary in db.execute("SELECT outcome, summary FROM cycles WHERE finished_at IS NOT NULL").fetchall():
+                try:
+                    parsed = json.loads(summary or "{}")
+                except ValueError:
+                    parsed = {}  # an unreadable summary only costs its own counts
+                _add_cycle_totals(db, outcome, parsed if isinstance(parsed, dict) else {})
+        version += 1
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+
+
+def _add_total(db: sqlite3.Connection, name: str, label: str, amount: float) -> None:
+    db.execute(
+        "INSERT INTO totals (name, label, value) VALUES (?, ?, ?) ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value",
+        (name, label, amount),
+    )
+
+
+def _add_cycle_totals(db: sqlite3.Connection, outcome: str | None, summary: dict[str, Any]) -> None:
+    _add_total(db, "cycles", outcome or "unknown", 1)
+    duration = summary.get("duration_seconds")
+    if isinstance(duration, (int, float)):
+        _add_total(db, "cycle_seconds", "", float(duration))
+    for name in _SUMMED:
+        value = summary.get(name)
+        if isinstance(value, (int, float)) and value:
+            _add_total(db, name, "", value)
+    for key, name in _SUMMED_BY_LABEL.items():
+        counts = summary.get(key)
+        for label, value in (counts.items() if isinstance(counts, dict) else ()):
+            if isinstance(value, (int, float)) and value:
+                _add_total(db, name, str(label), value)
 
 
 def _row(row: sqlite3.Row) -> UserRow:
@@ -551,3 +634,100 @@ class _transaction:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+class StateReader:
+    """Reads a state database without taking its lock and without writing anything.
+
+    `status`, `check` and the metrics endpoint use it beside a running daemon. SQLite's read-only mode
+    creates the WAL's side files when they are missing, and a file created by `sudo lead-poller
+    status` would then belong to root and lock the service's own user out; so when no WAL file
+    exists (no writer has the database open), the file is opened as immutable instead.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path, schema_version: int) -> None:
+        self._db = db
+        self.path = path
+        self.schema_version = schema_version
+
+    @classmethod
+    def open(cls, path: Path) -> "StateReader | None":
+        """None when there is no state database yet. StateError when it cannot be read."""
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        uri = Path(path).resolve().as_uri() + ("?mode=ro" if Path(str(path) + "-wal").exists() else "?immutable=1")
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"the state database {path} cannot be read: {exc}", code="state_corrupt") from None
+        version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
+        if version is None:
+            db.close()
+            raise StateError(f"the state database {path} has no schema version; it was not written by lead-poller", code="state_corrupt")
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StateError(
+                f"the state database {path} is schema version {version}, newer than this lead-poller understands ({SCHEMA_VERSION})",
+                code="state_future",
+            )
+        return cls(db, path, version)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "StateReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._db.execute("SELECT key, value FROM meta")}
+
+    def counts(self) -> dict[str, int]:
+        found = {status: 0 for status in (PENDING, RECORDED, SKIPPED, FAILED)}
+        for r in self._db.execute("SELECT status, COUNT(*) AS n FROM users GROUP BY status"):
+            found[r["status"]] = r["n"]
+        return found
+
+    def reasons(self, status: str, *, limit: int, examples: int) -> list[dict[str, Any]]:
+        """The commonest reasons (failure codes, skip reasons) of a status, with example user ids."""
+        rows = self._db.execute(
+            "SELECT COALESCE(reason, 'unknown') AS reason, COUNT(*) AS n FROM users WHERE status = ? GROUP BY reason ORDER BY n DESC, reason LIMIT ?",
+            (status, limit),
+        ).fetchall()
+        found = []
+        for r in rows:
+            ids = self._db.execute(
+                "SELECT user_id FROM users WHERE status = ? AND COALESCE(reason, 'unknown') = ? ORDER BY updated_at DESC LIMIT ?",
+                (status, r["reason"], examples),
+            ).fetchall()
+            found.append({"code": r["reason"], "users": r["n"], "example_user_ids": [i["user_id"] for i in ids]})
+        return found
+
+    def retry_queue(self, now: float, *, limit: int) -> dict[str, Any]:
+        """Pending users: how many are due now, how many wait for a retry, and the next ones to come."""
+        due = self._db.execute("SELECT COUNT(*) FROM users WHERE status = 'pending' AND next_attempt_at <= ?", (now,)).fetchone()[0]
+        waiting = self._db.execute("SELECT COUNT(*) FROM users WHERE status = 'pending' AND next_attempt_at > ?", (now,)).fetchone()[0]
+        in_flight = self._db.execute("SELECT COUNT(*) FROM users WHERE status = 'pending' AND step IS NOT NULL").fetchone()[0]
+        rows = self._db.execute(
+            "SELECT user_id, reason, attempts, next_attempt_at FROM users WHERE status = 'pending' AND next_attempt_at > ? ORDER BY next_attempt_at, rowid LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        upcoming = [{"user_id": r["user_id"], "code": r["reason"], "attempts": r["attempts"], "next_attempt_at": r["next_attempt_at"]} for r in rows]
+        return {"due_now": due, "waiting": waiting, "in_flight": in_flight, "next": upcoming}
+
+    def cycles(self) -> dict[str, dict[str, Any] | None]:
+        """The last finished cycle, and the one running (or cut short by a crash) if newer."""
+        finished = self._db.execute("SELECT * FROM cycles WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        newest = self._db.execute("SELECT * FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
+        unfinished = newest if newest is not None and newest["finished_at"] is None else None
+        return {"last": None if finished is None else dict(finished), "unfinished": None if unfinished is None else dict(unfinished)}
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        if self.schema_version < 2:
+            return {}  # a version 1 database (an older poller still runs on it) has no totals yet
+        return {(r["name"], r["label"]): r["value"] for r in self._db.execute("SELECT name, label, value FROM totals")}

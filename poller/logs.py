@@ -8,8 +8,12 @@ terminal. Two processors stand between every event and the output:
 - `protect_personal_data`: emails and IP addresses are masked (or hashed) by default, in named fields
   and inside free text such as a vendor's error message. User ids stay, so support can find a case.
 
-Logging must never take the daemon down: the processors tolerate any value, and rendering falls back
-to `repr` for anything JSON cannot hold.
+Logging must never take the daemon down: the processors tolerate any value (one whose `repr` raises
+becomes `<unrepresentable>`), rendering falls back to `repr` for anything JSON cannot hold, a
+third-party message whose arguments cannot be formatted is still logged, and long text is cut
+(journald splits lines longer than 48 KiB, which would break the JSON). Exceptions are structured
+fields (`exception`: type, value, frames), without local variables: they would hold profiles and
+tokens.
 """
 
 from __future__ import annotations
@@ -24,13 +28,20 @@ import threading
 from typing import Any, Iterable, MutableMapping, TextIO
 
 import structlog
+import structlog.tracebacks
 
 SECRET_KEY = re.compile(r"(secret|token|authorization|password|session_id|signature|cookie)", re.IGNORECASE)
 PERSONAL_KEYS = frozenset({"email", "ip", "user_name", "emails"})
-EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# A match may only start where a run of address characters starts, and never gives back what it took
+# before the "@": linear time, so a long vendor answer cannot stall logging (an unanchored pattern
+# is quadratic on a long run of letters).
+EMAIL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9._%+\-'])[A-Za-z0-9._%+\-']++@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 IPV4_IN_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 BEARER = re.compile(r"(Bearer|OAuth)\s+[A-Za-z0-9._~+/!=\-]+", re.IGNORECASE)
 REDACTED = "[redacted]"
+MAX_TEXT = 4000  # characters kept of any one string value
+# ProcessorFormatter's own bookkeeping keys: not log content.
+_META_KEYS = frozenset({"_record", "_from_structlog"})
 THIRD_PARTY = ("apscheduler", "httpx", "httpcore", "urllib3", "simple_salesforce", "requests", "auth0")
 
 
@@ -114,30 +125,62 @@ class PersonalData:
 _personal = PersonalData()
 
 
+def _safe_text(text: str) -> str:
+    """Secrets scrubbed (on the whole text: a cut must not leave half a secret the scrubber no longer
+    knows), personal data masked, and the result cut to MAX_TEXT characters."""
+    length = len(text)
+    text = secrets.scrub(text)[: 2 * MAX_TEXT]  # bounds the masking work; the cut below is the real one
+    text = _personal.text(text)
+    return text if length <= MAX_TEXT else f"{text[:MAX_TEXT]}...[{length - MAX_TEXT} more characters]"
+
+
 def _clean(key: str, value: Any, depth: int = 0) -> Any:
     if SECRET_KEY.search(key) and key not in ("token_type",):
         return REDACTED if value not in (None, "") else value
     if key in PERSONAL_KEYS:
         return _personal.value(key, value)
     if isinstance(value, str):
-        return _personal.text(secrets.scrub(value))
+        return _safe_text(value)
     if isinstance(value, dict) and depth < 5:
-        return {str(k): _clean(str(k), v, depth + 1) for k, v in value.items()}
+        return {_safe_text(str(k)): _clean_or_placeholder(str(k), v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)) and depth < 5:
-        return [_clean(key, v, depth + 1) for v in value]
+        return [_clean_or_placeholder(key, v, depth + 1) for v in value]
     if isinstance(value, (int, float, bool)) or value is None:
         return value
-    return _personal.text(secrets.scrub(repr(value)))
+    return _safe_text(repr(value))
+
+
+def _clean_or_placeholder(key: str, value: Any, depth: int) -> Any:
+    try:
+        return _clean(key, value, depth)
+    except Exception:  # a value whose __repr__ itself fails
+        return "<unrepresentable>"
 
 
 def protect(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact secrets and mask personal data in every field, never raising."""
     for key in list(event_dict):
-        try:
-            event_dict[key] = _clean(key, event_dict[key])
-        except Exception:  # a value whose __repr__ itself fails
-            event_dict[key] = "<unrepresentable>"
+        if key not in _META_KEYS:
+            event_dict[key] = _clean_or_placeholder(key, event_dict[key], 0)
     return event_dict
+
+
+class _SafeMessage(logging.Filter):
+    """A third-party record whose message cannot be formatted (an argument's `__str__` raises, a
+    wrong `%` format) is logged with what can be said, instead of a `--- Logging error ---` dump."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            return True  # one of ours: structlog's event dict, rendered by the processors
+        try:
+            record.getMessage()
+        except Exception as exc:
+            try:
+                template = str(record.msg)
+            except Exception:
+                template = "<unrepresentable>"
+            record.msg, record.args = "%s (the log message could not be formatted: %s)", (template, type(exc).__name__)
+        return True
 
 
 def _json_default(value: Any) -> str:
@@ -161,7 +204,11 @@ def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        structlog.processors.dict_tracebacks if json_lines else structlog.processors.format_exc_info,
+        (
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False, max_frames=20))
+            if json_lines
+            else structlog.processors.format_exc_info
+        ),
         protect,
     ]
     renderer: Any = (
@@ -176,6 +223,7 @@ def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
+    handler.addFilter(_SafeMessage())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared[:-1] + [structlog.stdlib.ExtraAdder(), protect],

@@ -304,12 +304,9 @@ def org_fields(describe: Mapping[str, Any]) -> dict[str, OrgField]:
     return found
 
 
-def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *, external_id_field: str | None = None) -> list[Problem]:
-    """Every way `mapping` does not fit the org's Lead object: fields it lacks, fields it will not let
-    us write, required fields left without a value, fixed values a restricted picklist refuses."""
-    fields = org_fields(describe)
-    if not fields:
-        return [Problem("salesforce", None, "the Lead describe lists no fields; check the Run As user's access to Lead")]
+def field_problems(mapping: LeadMapping, fields: Mapping[str, OrgField]) -> list[Problem]:
+    """Mapped fields the org lacks, will not let us write, or whose fixed value a restricted
+    picklist refuses."""
     problems: list[Problem] = []
     names = [f.name for f in fields.values()]
     for rule in mapping.fields:
@@ -325,20 +322,49 @@ def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *,
         elif spec.restricted_values is not None and isinstance(rule.default, str) and rule.default and rule.default not in spec.restricted_values:
             allowed = ", ".join(sorted(spec.restricted_values)) or "none"
             problems.append(Problem(rule.where, repr(rule.default), f"is not an active value of the restricted picklist Lead.{spec.name} (values: {allowed})"))
-        elif spec.required and rule.field.lower() not in FIXED_FIELDS and rule.default in (None, "") and not set(rule.sources) & ALWAYS_SET:
-            problems.append(Problem(rule.where, None, f"Lead.{spec.name} is required: give it a default, so a profile without {', '.join(rule.sources)} still makes a valid lead"))
-    mapped = {rule.field.lower() for rule in mapping.fields}
+    return problems
+
+
+def required_problems(mapping: LeadMapping, fields: Mapping[str, OrgField], *, external_id_field: str | None = None) -> list[Problem]:
+    """Fields the org requires on create that some lead would leave empty: not mapped at all, or
+    mapped without a default from sources a profile may lack."""
+    problems: list[Problem] = []
+    mapped = {rule.field.lower(): rule for rule in mapping.fields}
     external = (external_id_field or "").lower()
     for key, spec in fields.items():
-        if spec.required and key not in mapped and key != external:
+        if not spec.required or key == external:
+            continue
+        rule = mapped.get(key)
+        if rule is None:
             problems.append(Problem(f"lead.fields.{spec.name}", None, f"Lead.{spec.name} is required in this org but not mapped: add it to [lead.fields] with a default"))
-    if external_id_field:
-        spec = fields.get(external)
-        if spec is None:
-            problems.append(Problem("salesforce.external_id_field", repr(external_id_field), "the org's Lead object has no such field"))
-        elif not spec.external_id:
-            problems.append(Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)"))
+        elif key not in FIXED_FIELDS and rule.default in (None, "") and not set(rule.sources) & ALWAYS_SET:
+            problems.append(Problem(rule.where, None, f"Lead.{spec.name} is required: give it a default, so a profile without {', '.join(rule.sources)} still makes a valid lead"))
     return problems
+
+
+def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str | None) -> list[Problem]:
+    if not external_id_field:
+        return []
+    spec = fields.get(external_id_field.lower())
+    if spec is None:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), "the org's Lead object has no such field")]
+    if not spec.external_id:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)")]
+    return []
+
+
+def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *, external_id_field: str | None = None) -> list[Problem]:
+    """Every way `mapping` does not fit the org's Lead object (from its describe): fields it lacks or
+    will not let us write, required fields left without a value, fixed values a restricted picklist
+    refuses, an external id field that is not one. Run before any user is worked, and by `check`."""
+    fields = org_fields(describe)
+    if not fields:
+        return [Problem("salesforce", None, "the Lead describe lists no fields; check the Run As user's access to Lead")]
+    return (
+        field_problems(mapping, fields)
+        + required_problems(mapping, fields, external_id_field=external_id_field)
+        + external_id_problems(fields, external_id_field)
+    )
 
 
 # --- profile -> lead ----------------------------------------------------------------------------

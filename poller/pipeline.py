@@ -186,6 +186,13 @@ def _parse_date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def newest_event_time(events: Iterable[dict[str, Any]]) -> float | None:
+    """The newest `date` of a page (UNIX seconds), for the log lag. Dates can arrive out of order,
+    so this is the maximum, not the last event's; unusable dates are passed over."""
+    dates = [d for d in (_parse_date(e.get("date")) for e in events) if d is not None]
+    return max(dates).timestamp() if dates else None
+
+
 @dataclass
 class _Candidate:
     row: UserRow
@@ -326,7 +333,7 @@ class Cycle:
                 self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
         logins = self.take_logins(events)
         dates = [e["date"] for e in events if isinstance(e.get("date"), str)]
-        self.report.new_users += self.ledger.record_page(logins, checkpoint, checkpoint_date=dates[-1] if dates else None)
+        self.report.new_users += self.ledger.record_page(logins, checkpoint, checkpoint_date=dates[-1] if dates else None, newest_event_at=newest_event_time(events))
 
     def _check_retention_gap(self, checkpoint: str, events: list[dict[str, Any]]) -> None:
         """Warn once if logs may have expired unread: the poller was down longer than Auth0 keeps

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from poller.mapping import LeadMapping, email_of, parse_path, read_path
+from poller.config import Config
+from poller.mapping import LeadDefaults, LeadMapping, email_of, lead_mapping, parse_path, read_path
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,20 @@ class LeadRules:
         if self.consent is not None and read_path(profile, parse_path(self.consent)) is not True:
             return "awaiting_consent"
         return None
+
+
+def lead_rules(config: Config) -> LeadRules:
+    """The rules a configuration describes ([lead], with [salesforce] company and lead_source)."""
+    lead = config.lead
+    return LeadRules(
+        mapping=lead_mapping(
+            LeadDefaults(company=config.salesforce.company, lead_source=config.salesforce.lead_source),
+            dict(lead.fields),
+        ),
+        applications=AllowDeny.of(lead.allow_applications, lead.deny_applications),
+        connections=AllowDeny.of(lead.allow_connections, lead.deny_connections),
+        email_domains=AllowDeny.of(lead.allow_email_domains, lead.deny_email_domains),
+        require_verified_email=lead.require_verified_email,
+        consent=lead.consent,
+        skip_existing_contacts=lead.skip_existing_contacts,
+    )

@@ -107,6 +107,7 @@ class SalesforceSink:
         self.calls: dict[str, int] = {}
         self.tokens_fetched = 0
         self.api_usage: tuple[int, int] | None = None
+        self.rate_limited = 0  # answers that said "too many": 429, REQUEST_LIMIT_EXCEEDED
 
     def close(self) -> None:
         self.session.close()
@@ -141,6 +142,10 @@ class SalesforceSink:
         register_secret(token)
         self.tokens_fetched += 1
         return Salesforce(instance_url=instance_url, session_id=token, session=self.session, version=self.config.api_version)
+
+    def connect(self) -> None:
+        """Get a token now, if none is held (`check` tells a token problem from an API one)."""
+        self._client()
 
     def _client(self, *, renew: bool = False) -> Salesforce:
         with self._lock:
@@ -179,6 +184,8 @@ class SalesforceSink:
                 error = _first_error(exc.content)
                 code = _code_of(error)
                 status = str(exc.status)
+                if status == "429" or code == "REQUEST_LIMIT_EXCEEDED":
+                    self.rate_limited += 1
                 if status == "401" and not renewed:
                     renewed = True
                     self._client(renew=True)
@@ -199,9 +206,9 @@ class SalesforceSink:
     # --- lookups ------------------------------------------------------------------------------
 
     def describe_lead(self) -> dict[str, Any]:
-        """The org's Lead describe (`GET sobjects/Lead/describe`), as Salesforce sent it: its fields'
-        names, types, lengths, and whether the Run As user may create them."""
-        answer = self._call("describe", lambda sf: sf.restful("sobjects/Lead/describe"))
+        """The org's Lead describe, as Salesforce sends it (fields with type, length, createable,
+        nillable, externalId, unique, picklist values). Read-only; one API call."""
+        answer = self._call("lead_describe", lambda sf: sf.restful("sobjects/Lead/describe"))
         if not isinstance(answer, dict) or not isinstance(answer.get("fields"), list):
             raise RetriableError("Salesforce answered the Lead describe without a field list", code="salesforce_unexpected")
         return answer

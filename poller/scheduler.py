@@ -60,6 +60,7 @@ class Daemon:
                 log.error("fatal", code=exc.code, error=str(exc))
                 print(f"lead-poller: {exc}", file=sys.stderr, flush=True)
                 self.exit_code = exc.exit_code
+                self.notify(STATUS=f"stopped: {exc.code} (see the log)")
                 self.stop()
                 return
             self.last_completed = self.clock()

@@ -235,3 +235,61 @@ def test_the_example_config_turns_on_verified_email_and_documents_the_rules(tmp_
     text = example.read_text()
     for key in ("consent", "skip_existing_contacts", "deny_email_domains", "allow_applications", "deny_connections", "[lead.fields]"):
         assert key in text
+
+
+# --- systemd: credentials, state directory; metrics --------------------------------------------
+
+
+def without_secrets():
+    raw = {k: dict(v) for k, v in VALID.items()}
+    raw["auth0"].pop("client_secret")
+    raw["salesforce"].pop("client_secret")
+    return raw
+
+
+def test_secrets_come_from_systemd_credential_files_without_their_trailing_newline(tmp_path):
+    (tmp_path / "AUTH0_CLIENT_SECRET").write_text("from-credential-file\n")
+    (tmp_path / "SALESFORCE_CLIENT_SECRET").write_text("sf-from-credential")
+    cfg = parse(without_secrets(), {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert (cfg.auth0.client_secret, cfg.salesforce.client_secret) == ("from-credential-file", "sf-from-credential")
+
+
+def test_an_environment_variable_wins_over_a_credential_file_which_wins_over_the_file(tmp_path):
+    (tmp_path / "AUTH0_CLIENT_SECRET").write_text("credential")
+    (tmp_path / "SALESFORCE_CLIENT_SECRET").write_text("credential")
+    cfg = parse(VALID, {"CREDENTIALS_DIRECTORY": str(tmp_path), "AUTH0_CLIENT_SECRET": "environment"})
+    assert cfg.auth0.client_secret == "environment"
+    assert cfg.salesforce.client_secret == "credential"  # over the file's "sf-s3cr3t"
+
+
+def test_an_unreadable_credential_is_a_problem_naming_the_file(tmp_path):
+    (tmp_path / "AUTH0_CLIENT_SECRET").mkdir()  # a directory cannot be read as a file, even by root
+    problems = problems_of(without_secrets(), {"CREDENTIALS_DIRECTORY": str(tmp_path), "SALESFORCE_CLIENT_SECRET": "x" * 10})
+    assert "cannot be read" in problems["credential AUTH0_CLIENT_SECRET"]
+
+
+def test_a_missing_secret_names_both_ways_to_give_it():
+    problems = problems_of(without_secrets(), {"AUTH0_CLIENT_SECRET": "x" * 10})
+    assert "SALESFORCE_CLIENT_SECRET" in problems["salesforce.client_secret"]
+    assert "credential" in problems["salesforce.client_secret"]
+
+
+def test_commands_that_call_no_vendor_can_load_without_secrets():
+    cfg = config.parse(without_secrets(), environ={}, base=Path("/etc/lead-poller"), require_secrets=False)
+    assert cfg.auth0.client_secret == ""
+
+
+def test_without_a_state_path_systemds_state_directory_holds_the_database():
+    raw = {k: dict(v) for k, v in VALID.items() if k != "state"}
+    assert parse(raw, {"STATE_DIRECTORY": "/var/lib/lead-poller/acme"}).state.path == Path("/var/lib/lead-poller/acme/state.db")
+    assert "state.path" in problems_of(raw)
+    assert parse(VALID, {"STATE_DIRECTORY": "/var/lib/x"}).state.path == Path("/etc/lead-poller/state.db")  # the file wins
+
+
+def test_metrics_are_off_by_default_and_listen_takes_host_and_port():
+    assert parse(VALID).metrics.listen is None
+    assert parse(with_("metrics", listen="127.0.0.1:9464")).metrics.listen == ("127.0.0.1", 9464)
+    assert parse(with_("metrics", listen="[::1]:9464")).metrics.listen == ("::1", 9464)
+    for bad in ("9464", "127.0.0.1", "http://127.0.0.1:9464", "127.0.0.1:99999"):
+        assert "host:port" in problems_of(with_("metrics", listen=bad))["metrics.listen"], bad
+    assert "metrics.port" in problems_of(with_("metrics", port=9464))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -185,7 +186,7 @@ def test_a_version_1_state_is_migrated_in_place_and_keeps_everything(tmp_path, c
     db.close()
 
     with Ledger(path, clock=clock) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 2
+        assert ledger.schema_version == SCHEMA_VERSION == 3
         assert ledger.checkpoint == "777"
         assert ledger.get("auth0|old").lead_id == "00Q1"
         assert ledger.cached_describe("Lead") is None
@@ -270,3 +271,87 @@ def test_a_scratch_copy_of_a_missing_state_creates_nothing(tmp_path, clock):
     assert copy.checkpoint is None and copy.schema_version == SCHEMA_VERSION
     copy.close()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- schema 2: running totals, and reading without the lock ------------------------------------
+
+
+def make_version_1(path, summary: dict) -> None:
+    """A state database exactly as schema version 1 wrote it."""
+    from poller.ledger import _SCHEMA
+
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('checkpoint', '0007')")
+    db.execute("INSERT INTO users (user_id, status, reason, first_seen_at, updated_at) VALUES ('auth0|old', 'failed', 'INVALID_FIELD', 1, 1)")
+    db.execute("INSERT INTO cycles (started_at, finished_at, outcome, summary) VALUES (1, 2, 'ok', ?)", (json.dumps(summary),))
+    db.execute("INSERT INTO cycles (started_at, finished_at, outcome, summary) VALUES (3, 4, 'partial', 'not json')")
+    db.commit()
+    db.close()
+
+
+def test_a_version_1_database_is_migrated_with_totals_from_its_cycle_history(tmp_path, clock):
+    from poller.ledger import SCHEMA_VERSION, StateReader
+
+    path = tmp_path / "state.db"
+    make_version_1(path, {"events_read": 12, "leads_created": 3, "skipped": {"no_email": 2}, "duration_seconds": 1.5})
+    with StateReader.open(path) as reader:  # an older poller may still run on it: readable as it is
+        assert (reader.schema_version, reader.totals()) == (1, {})
+
+    with Ledger(path, clock=clock) as ledger:
+        assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert ledger.checkpoint == "0007" and ledger.get("auth0|old").status == "failed"
+
+    with StateReader.open(path) as reader:
+        totals = reader.totals()
+    assert totals[("events_read", "")] == 12 and totals[("leads_created", "")] == 3
+    assert totals[("skipped", "no_email")] == 2 and totals[("cycle_seconds", "")] == 1.5
+    assert totals[("cycles", "ok")] == 1 and totals[("cycles", "partial")] == 1  # an unreadable summary costs only its counts
+
+
+def test_finished_cycles_add_up_into_totals_and_api_usage_is_kept(ledger, clock, tmp_path):
+    from poller.ledger import StateReader
+
+    for outcome in ("ok", "partial"):
+        cycle = ledger.start_cycle()
+        clock.now += 2
+        ledger.finish_cycle(cycle, outcome, {"login_events": 5, "failed": {"INVALID_FIELD": 1}, "retrying": {}, "duration_seconds": 2.0})
+    ledger.note_api_usage(rate_limited={"auth0": 3, "salesforce": 0}, salesforce_usage=(120, 15000))
+
+    with StateReader.open(tmp_path / "state.db") as reader:
+        totals, meta = reader.totals(), reader.meta()
+    assert totals[("login_events", "")] == 10 and totals[("failed", "INVALID_FIELD")] == 2
+    assert totals[("cycles", "ok")] == 1 and totals[("cycles", "partial")] == 1 and totals[("cycle_seconds", "")] == 4.0
+    assert totals[("rate_limited", "auth0")] == 3 and ("rate_limited", "salesforce") not in totals
+    assert json.loads(meta["salesforce_api_usage"]) == {"used": 120, "limit": 15000, "seen_at": clock.now}
+    assert float(meta["last_ok_cycle_at"]) == clock.now - 2
+
+
+def test_the_newest_event_date_only_moves_forward(ledger):
+    ledger.record_page([login("auth0|a")], "1", newest_event_at=200.0)
+    ledger.record_page([login("auth0|b", 2)], "2", newest_event_at=150.0)  # dates can arrive out of order
+    assert ledger.get_meta("newest_event_at") == "200.0"
+
+
+def test_reading_the_state_takes_no_lock_and_creates_no_file(tmp_path, clock):
+    from poller.ledger import StateReader
+
+    path = tmp_path / "state.db"
+    assert StateReader.open(path) is None and not path.exists()
+    with Ledger(path, clock=clock) as ledger:
+        ledger.record_page([login("auth0|a")], "1")
+        with StateReader.open(path) as reader:  # beside the running poller
+            assert reader.counts()["pending"] == 1 and reader.meta()["checkpoint"] == "1"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with StateReader.open(path) as reader:
+        assert reader.counts()["pending"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm left behind owned by the reader
+
+
+def test_reading_a_corrupt_or_newer_state_says_so(tmp_path):
+    from poller.ledger import StateReader
+
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError):
+        StateReader.open(path)

@@ -42,6 +42,10 @@ class Sandbox:
     def secret_values(self) -> list[str]:
         return [self.auth0_secret, self.salesforce_secret]
 
+    def issued_tokens(self) -> list[str]:
+        """Every token the emulators handed out so far (none may ever appear in any output)."""
+        return [*self.auth0.issued_tokens, *self.salesforce.issued_tokens]
+
     def config_text(self, *, state_path: Path | None = None, extra: str = "", **sections: dict[str, Any]) -> str:
         """A config.toml for this sandbox. `sections` override or add keys: auth0={"start_from": "oldest"}."""
         values: dict[str, dict[str, Any]] = {

@@ -184,6 +184,7 @@ class Auth0Emulator(Emulator):
         self.logs: list[dict] = []
         self._log_keys: list[tuple[int, str]] = []
         self.tokens_issued = 0
+        self.issued_tokens: list[str] = []  # every access token handed out (tests look for leaks)
         self.count_429: dict[str, int] = {group: 0 for group in RateLimits.GROUPS}
         self.search_index_lag: set[str] = set()  # user ids the search index does not return yet
         self._tokens: dict[str, _Token] = {}
@@ -292,6 +293,7 @@ class Auth0Emulator(Emulator):
         with self._lock:
             self._tokens[token] = _Token(frozenset(self.scopes), self.clock() + self.token_lifetime, self._generation)
             self.tokens_issued += 1
+            self.issued_tokens.append(token)
             scopes = " ".join(self.scopes)
         return Response(
             200,

@@ -168,6 +168,7 @@ class SalesforceEmulator(Emulator):
         self.clock = clock
         self.session_timeout = session_timeout  # seconds of inactivity after which a token dies; None = never
         self.tokens_issued = 0
+        self.issued_tokens: list[str] = []  # every access token and signature handed out (tests look for leaks)
         self.lock_rows = 0
         self.validation_rules: list[Callable[[dict], str | None]] = []
         # sobject -> {field name -> describe spec}; tests may edit specs (e.g. make LeadSource restricted)
@@ -350,12 +351,14 @@ class SalesforceEmulator(Emulator):
             return Response(400, {"error": "invalid_client", "error_description": "invalid client credentials"},
                             no_store)
         token = "00D000000000001!AR" + "".join(secrets.choice(_BASE62 + "._") for _ in range(94))
+        signature = base64.b64encode(secrets.token_bytes(32)).decode()
         with self._lock:
             self._tokens[token] = self.clock()
             self.tokens_issued += 1
+            self.issued_tokens += [token, signature]
         return Response(200, {
             "access_token": token,
-            "signature": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "signature": signature,
             "scope": "api",
             "instance_url": f"https://{self.host}",
             "id": f"https://{self.host}/id/{ORG_ID}/{USER_ID}",
