@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -35,7 +35,10 @@ from poller.pacing import Interrupt, RateGate, retry_after_seconds
 T = TypeVar("T")
 log = get_logger("poller.auth0")
 
-PAGE_SIZE = 100  # the API's maximum `take`
+PAGE_SIZE = 100  # the API's maximum `take` (and `per_page` of a search)
+SEARCH_CAP = 1000  # log search and user search return at most 1,000 results per query
+# Users not yet flagged, in Auth0's documented form (a pure negative query is not documented).
+UNFLAGGED_USERS = "(NOT _exists_:app_metadata.recordedAsLead OR app_metadata.recordedAsLead:false)"
 SAME_CALL_RETRIES = 2  # quick retries of an idempotent call on 5xx/timeouts before it counts as a failure
 
 
@@ -286,10 +289,50 @@ class Auth0Source:
             return (oldest[0].get("log_id"), oldest) if oldest else (None, [])
         if start_from.isdigit():
             return start_from, []
-        when = datetime.fromisoformat(start_from.replace("Z", "+00:00")).astimezone(timezone.utc)
-        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-        first = self._search_logs({"q": f"date:[{stamp} TO *]", "sort": "date:1", "per_page": 1, "page": 0})
+        when = datetime.fromisoformat(start_from.replace("Z", "+00:00"))
+        first = self._search_logs({"q": f"date:[{_stamp(when)} TO *]", "sort": "date:1", "per_page": 1, "page": 0})
         return (first[0].get("log_id"), first) if first else (None, [])
+
+    def logs_between(self, since: datetime, until: datetime | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every retained log event with `since` <= date < `until`, a page at a time (log search).
+
+        For `backfill`: the live checkpoint is not involved. A search gives at most 1,000 results, so
+        the window is sliced (see `_sliced`)."""
+        upper = f"{_stamp(until)}}}" if until else "*]"
+
+        def page(lower: str, number: int) -> list[dict[str, Any]]:
+            return self._search_logs({"q": f"date:[{lower} TO {upper}", "sort": "date:1", "per_page": PAGE_SIZE, "page": number})
+
+        return _sliced(page, _stamp(since), order_key="date", id_key="log_id", what="log events")
+
+    def unflagged_users(self) -> Iterator[list[str]]:
+        """The ids of every user not yet flagged `recordedAsLead`, a page at a time (user search,
+        oldest first, sliced on `created_at` around the 1,000-result limit). For `backfill --users`."""
+
+        def page(lower: str | None, number: int) -> list[dict[str, Any]]:
+            query = UNFLAGGED_USERS if lower is None else f"{UNFLAGGED_USERS} AND created_at:[{lower} TO *]"
+            params = {
+                "q": query,
+                "search_engine": "v3",
+                "sort": "created_at:1",
+                "fields": "user_id,created_at",
+                "include_fields": "true",
+                "per_page": PAGE_SIZE,
+                "page": number,
+            }
+
+            def send() -> httpx.Response:
+                response = self._http.get("/api/v2/users", params=params, headers=self._auth())
+                _raise_for_status(response)
+                return response
+
+            body = _json_or_none(self._call("users_read", "user_search", send, idempotent=True))
+            if isinstance(body, dict):
+                body = body.get("users")
+            return [u for u in body if isinstance(u, dict)] if isinstance(body, list) else []
+
+        for users in _sliced(page, None, order_key="created_at", id_key="user_id", what="users"):
+            yield [u["user_id"] for u in users if isinstance(u.get("user_id"), str) and u["user_id"]]
 
     # --- users --------------------------------------------------------------------------------
 
@@ -425,6 +468,39 @@ def _from_link(link: str | None) -> str | None:
             value = parse_qs(urlsplit(url).query).get("from")
             return value[0] if value else None
     return None
+
+
+def _stamp(when: datetime) -> str:
+    """A time as Auth0's search writes dates: UTC, milliseconds, Z."""
+    when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _sliced(
+    page: Callable[[Any, int], list[dict[str, Any]]], lower: Any, *, order_key: str, id_key: str, what: str
+) -> Iterator[list[dict[str, Any]]]:
+    """Walk a search past its 1,000-result limit: read pages 0-9 of a query sorted by `order_key`;
+    when all 1,000 came back, query again from the last `order_key` value seen (inclusive), dropping
+    the items at that value that were already given. `page(lower, number)` runs one query."""
+    already: set[str] = set()
+    while True:
+        last_value: Any = None
+        at_last: set[str] = set()
+        for number in range(SEARCH_CAP // PAGE_SIZE):
+            items = page(lower, number)
+            fresh = [item for item in items if item.get(id_key) not in already]
+            if fresh:
+                yield fresh
+            for item in items:
+                value = item.get(order_key)
+                if value != last_value:
+                    last_value, at_last = value, set()
+                at_last.add(str(item.get(id_key)))
+            if len(items) < PAGE_SIZE:
+                return
+        if not isinstance(last_value, str) or last_value == lower:
+            raise FatalError(f"Auth0 search: more than {SEARCH_CAP} {what} share {order_key} {last_value!r}; they cannot be read by search")
+        lower, already = last_value, at_last
 
 
 def _lucene_escape(value: str) -> str:

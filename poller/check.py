@@ -22,7 +22,8 @@ from poller.auth0_source import Auth0Source
 from poller.config import HOST_PORT, Config, HttpConfig
 from poller.errors import ConfigError, ExitCode, FatalError, PollerError, StateError
 from poller.ledger import StateReader
-from poller.mapping import LEAD_FIELD_LENGTHS, MAPPED_FIELDS
+from poller.mapping import field_problems, org_fields, required_problems
+from poller.rules import lead_rules
 from poller.pacing import Interrupt
 from poller.salesforce_sink import SalesforceSink
 
@@ -260,42 +261,29 @@ def _check_salesforce(checks: Checklist, config: Config, interrupt: Interrupt) -
 
 
 def check_lead_fields(checks: Checklist, describe: dict[str, Any], config: Config) -> None:
-    """Compare the org's Lead describe with what the mapping writes."""
-    fields = {f.get("name"): f for f in describe.get("fields", []) if isinstance(f, dict)}
-    mapped = list(MAPPED_FIELDS)
+    """Compare the org's Lead describe with the configured mapping ([lead.fields]): the same check
+    the poller makes before it works any user (`mapping.check_against_describe`), one line per kind."""
+    mapping = lead_rules(config).mapping
+    fields = org_fields(describe)
 
-    required = sorted(
-        name
-        for name, f in fields.items()
-        if f.get("nillable") is False and f.get("defaultedOnCreate") is False and f.get("createable") is True and name not in mapped
-        and name != config.salesforce.external_id_field
-    )
+    required = required_problems(mapping, fields, external_id_field=config.salesforce.external_id_field)
     if required:
-        checks.failed("lead required fields", f"required on Lead but not filled by lead-poller: {', '.join(required)}: give them a default value in Salesforce, or make them optional")
+        checks.failed("lead required fields", "; ".join(str(p) for p in required), ExitCode.CONFIG)
     else:
-        checks.passed("lead required fields", "every required Lead field is filled: " + ", ".join(n for n in mapped if fields.get(n, {}).get("nillable") is False))
+        filled = [f.name for f in fields.values() if f.required and mapping.get(f.name) is not None]
+        checks.passed("lead required fields", "every required Lead field is filled: " + (", ".join(filled) or "none required"))
 
-    missing = [n for n in mapped if n not in fields]
-    locked = [n for n in mapped if n in fields and not fields[n].get("createable")]
-    if missing or locked:
-        parts = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"not createable for the Run As user: {', '.join(locked)} (field-level security)"] if locked else [])
-        checks.failed("lead mapped fields", "; ".join(parts))
+    problems = field_problems(mapping, fields)
+    if problems:
+        checks.failed("lead mapped fields", "; ".join(str(p) for p in problems), ExitCode.CONFIG)
     else:
-        lengths = ", ".join(f"{n} ({fields[n].get('length')})" for n in mapped)
-        checks.passed("lead mapped fields", f"exist and are createable: {lengths}")
-    shorter = [f"{n} allows {fields[n].get('length')}, lead-poller cuts at {LEAD_FIELD_LENGTHS[n]}" for n in mapped if n in fields and isinstance(fields[n].get("length"), int) and 0 < fields[n]["length"] < LEAD_FIELD_LENGTHS.get(n, 0)]
-    if shorter:
-        checks.warned("lead field lengths", "; ".join(shorter) + ": longer values will fail with STRING_TOO_LONG")
-
-    source = fields.get("LeadSource", {})
-    if source.get("restrictedPicklist"):
-        allowed = [p.get("value") for p in source.get("picklistValues", []) if isinstance(p, dict) and p.get("active", True)]
-        if config.salesforce.lead_source not in allowed:
-            checks.failed("lead source", f"LeadSource is a restricted picklist without {config.salesforce.lead_source!r}: add the value in Salesforce or set [salesforce] lead_source to one of {', '.join(map(str, allowed))}")
+        lengths = ", ".join(f"{fields[r.field.lower()].name} ({fields[r.field.lower()].length or fields[r.field.lower()].type})" for r in mapping.fields)
+        checks.passed("lead mapped fields", f"exist and are createable; values are cut to these lengths: {lengths}")
 
     external = config.salesforce.external_id_field
     if external:
-        f = next((v for k, v in fields.items() if isinstance(k, str) and k.lower() == external.lower()), None)
+        raw = {f.get("name"): f for f in describe.get("fields", []) if isinstance(f, dict)}
+        f = next((v for k, v in raw.items() if isinstance(k, str) and k.lower() == external.lower()), None)
         if f is None:
             checks.failed("lead external id", f"Lead has no field {external}: create it (Text, External ID, Unique) or remove [salesforce] external_id_field")
         elif not f.get("externalId"):

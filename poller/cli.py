@@ -2,10 +2,14 @@
 
     lead-poller [--config F]                 the daemon (one cycle per [schedule] interval_seconds)
     lead-poller [--config F] --run-once      one cycle, then exit (cron, timers, CI)
+    lead-poller [--config F] --run-once --dry-run
+                                             one cycle that reads everything and writes nothing
+    lead-poller backfill --since T [--until T] [--max-leads N] [--dry-run] [--config F]
+    lead-poller backfill --users [--max-leads N] [--dry-run] [--config F]
     lead-poller retry [USER_ID ...] [--all-failed] [--config F]
     lead-poller check [--config F]           read-only preflight: configuration, both vendors, the Lead object
     lead-poller status [--config F] [--json | --prometheus]   where it stands, from the state database only
-    lead-poller demo                         the real job against the built-in sandbox
+    lead-poller demo [--rules]               the real job against the built-in sandbox
 
 Exit codes are `errors.ExitCode`, listed in the README.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +39,20 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--run-once", action="store_true", help="run one cycle and exit (75 if users were left pending by temporary errors)")
+    dry_run_help = "read logs and profiles and print every decision and lead payload, but write nothing anywhere"
+    parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help=f"with --run-once: {dry_run_help}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    backfill = commands.add_parser(
+        "backfill",
+        parents=[common],
+        help="turn past sign-ins (retained logs) or not-yet-flagged users into leads, without moving the checkpoint",
+    )
+    backfill.add_argument("--since", metavar="TIME", help="replay the retained logs from this RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+    backfill.add_argument("--until", metavar="TIME", help="... up to this time (default: now)")
+    backfill.add_argument("--users", action="store_true", help="enqueue every user not yet flagged recordedAsLead (user search)")
+    backfill.add_argument("--max-leads", metavar="N", help="create at most N leads in this run; the rest stay pending")
+    backfill.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help=dry_run_help)
 
     retry = commands.add_parser("retry", parents=[common], help="make failed users pending again")
     retry.add_argument("user_ids", nargs="*", metavar="USER_ID")
@@ -49,23 +67,35 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the real job against the built-in sandbox of Auth0 and Salesforce")
     demo.add_argument("--keep", type=Path, metavar="DIR", help="keep the sandbox's config, CA and state in DIR")
+    demo.add_argument("--rules", action="store_true", help="with a non-default lead mapping, filters and consent")
     return parser
 
 
-def load_config(path: Path) -> config_module.Config:
+def load_config(path: Path, *, dry_run: bool = False) -> config_module.Config:
     config = config_module.load(path)
-    logs.configure(level=config.logging.level, pii=config.logging.pii, secret_values=config.secrets())
+    # A dry run prints its decisions on stdout; the log goes to stderr then, out of their way.
+    logs.configure(level=config.logging.level, pii=config.logging.pii, secret_values=config.secrets(), stream=sys.stderr if dry_run else None)
     return config
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot work: one line, exit 78 (like `retry` without users)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config_path: Path = getattr(args, "config", DEFAULT_CONFIG)
+    dry_run: bool = getattr(args, "dry_run", False)
     try:
         if args.command == "demo":
             from poller.sandbox.demo import run_demo
 
-            return int(run_demo(keep=args.keep))
+            return int(run_demo(keep=args.keep, rules=args.rules))
+        if args.command == "backfill":
+            backfill = _backfill_arguments(args)
+            return _backfill(load_config(config_path, dry_run=dry_run), dry_run=dry_run, **backfill)
+        if dry_run and (args.command is not None or not args.run_once):
+            raise UsageError("--dry-run goes with --run-once or backfill: the daemon never runs dry")
         if args.command == "check":
             from poller import check
 
@@ -73,10 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(check.run(config_path, out=sys.stdout))
         if args.command == "status":
             return _status(config_path, as_json=args.json, as_prometheus=args.prometheus)
-        config = load_config(config_path)
+        config = load_config(config_path, dry_run=dry_run)
         if args.command == "retry":
             return _retry(config, args.user_ids, args.all_failed)
-        return _run(config, once=args.run_once)
+        return _run(config, once=args.run_once, dry_run=dry_run)
+    except UsageError as exc:
+        print(f"lead-poller{' ' + args.command if args.command else ''}: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
     except ConfigError as exc:
         print(f"lead-poller: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG)
@@ -95,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.ERROR)
 
 
-def _run(config: config_module.Config, *, once: bool) -> int:
+def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> int:
     from poller.app import App
 
-    with App(config) as app:
+    with App(config, dry_run=dry_run) as app:
         if once:
             report = app.run_cycle()
             return int(report.exit_code)
@@ -158,6 +191,45 @@ def _status(config_path: Path, *, as_json: bool, as_prometheus: bool) -> int:
         return int(ExitCode.ERROR)
     print(json.dumps(document, indent=2) if as_json else status.render(document))
     return int(ExitCode.OK)
+
+
+def _time(option: str, value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option} {value!r}: not an RFC 3339 time, e.g. 2026-11-01T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"{option} {value!r}: give a time zone, e.g. 2026-11-01T00:00:00Z")
+    return parsed
+
+
+def _backfill_arguments(args: argparse.Namespace) -> dict[str, object]:
+    if bool(args.since) == bool(args.users):
+        raise UsageError("give either --since TIME (replay retained logs) or --users (users not yet flagged)")
+    if args.until and not args.since:
+        raise UsageError("--until goes with --since")
+    max_leads = None
+    if args.max_leads is not None:
+        if not args.max_leads.isdigit() or int(args.max_leads) < 1:
+            raise UsageError(f"--max-leads {args.max_leads!r}: give a whole number of leads, at least 1")
+        max_leads = int(args.max_leads)
+    since = _time("--since", args.since) if args.since else None
+    until = _time("--until", args.until) if args.until else None
+    now = datetime.now(timezone.utc)
+    if since is not None and since >= (until or now):
+        raise UsageError(f"--since {args.since} is not before {'--until ' + args.until if until else 'now'}")
+    return {"since": since, "until": until, "max_leads": max_leads}
+
+
+def _backfill(config: config_module.Config, *, since: datetime | None, until: datetime | None, max_leads: int | None, dry_run: bool) -> int:
+    from poller.app import App
+
+    with App(config, dry_run=dry_run) as app:
+        if since is None:
+            report = app.backfill_users(max_leads=max_leads)
+        else:
+            report = app.backfill_logs(since, until, max_leads=max_leads)
+    return int(report.exit_code)
 
 
 def _retry(config: config_module.Config, user_ids: list[str], all_failed: bool) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from poller.errors import ConfigError, Problem
+from poller.mapping import COMPUTED_SOURCES, FIXED_FIELDS, FieldMapping, source_problem
 
 DEFAULT_LOGIN_TYPES = ("s", "scoa", "sens", "sepft")
 # Types that are logins by another name; anything else in `login_types` is almost certainly a typo
@@ -108,6 +109,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LeadConfig:
+    """[lead]: who becomes a lead (filters, consent) and with what fields ([lead.fields])."""
+
+    # Overrides of the built-in mapping, in file order: (field, mapping), or (field, None) to leave a
+    # built-in field out. `mapping.lead_mapping` merges them with the built-in mapping.
+    fields: tuple[tuple[str, FieldMapping | None], ...] = ()
+    consent: str | None = None
+    require_verified_email: bool = False
+    skip_existing_contacts: bool = False
+    allow_applications: tuple[str, ...] = ()
+    deny_applications: tuple[str, ...] = ()
+    allow_connections: tuple[str, ...] = ()
+    deny_connections: tuple[str, ...] = ()
+    allow_email_domains: tuple[str, ...] = ()
+    deny_email_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     auth0: Auth0Config
     salesforce: SalesforceConfig
@@ -118,6 +137,7 @@ class Config:
     logging: LoggingConfig
     metrics: MetricsConfig = MetricsConfig()
     source: Path | None = None
+    lead: LeadConfig = field(default_factory=LeadConfig)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in output; the log pipeline scrubs them."""
@@ -289,6 +309,73 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else f"must be one of: {', '.join(choices)}"
 
 
+def _names(value: list[Any]) -> str | None:
+    if any(not isinstance(v, str) or not v.strip() for v in value):
+        return "must be a list of non-empty strings"
+    return None
+
+
+def _email_domains(value: list[Any]) -> str | None:
+    why = _names(value)
+    if why:
+        return why
+    for entry in value:
+        if "@" in entry:
+            return f"{entry!r}: give the domain only, without '@' (e.g. {entry.rsplit('@', 1)[-1]!r})"
+        if not HOST_PORT.match(entry) or ":" in entry:
+            return f"{entry!r} is not a domain name"
+    return None
+
+
+def _source_list(value: Any) -> tuple[list[str], str | None]:
+    """`from` of a field: one source or a list of them, each a profile path or a computed source."""
+    sources = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if not sources or any(not isinstance(s, str) for s in sources):
+        return [], "must be a profile path or a list of them, e.g. \"given_name\" or [\"user_metadata.company\", \"app_metadata.company\"]"
+    for source in sources:
+        why = source_problem(source)
+        if why:
+            fixed = " (a fixed value is written { value = \"...\" }, or { from = ..., default = \"...\" })" if " " in source or source[:1] in "'\"" else ""
+            return [], f"{source!r}: {why}{fixed}"
+    return sources, None
+
+
+def parse_lead_field(name: str, value: Any) -> tuple[FieldMapping | None, str | None]:
+    """One `[lead.fields]` entry -> (its mapping, or None to leave the field out; why it is wrong)."""
+    key = f"lead.fields.{name}"
+    if value is False:
+        return None, None
+    if isinstance(value, (str, list)):
+        sources, why = _source_list(value)
+        return (FieldMapping(name, tuple(sources), key=key), None) if not why else (None, why)
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"from", "default", "value"})
+        if unknown:
+            return None, f"unknown key {', '.join(unknown)} (a field takes from, default, or value)"
+        if "value" in value:
+            if set(value) != {"value"}:
+                return None, "value is a fixed value for every lead; it cannot be combined with from or default"
+            fixed = value["value"]
+            if not isinstance(fixed, (str, bool, int, float)):
+                return None, "value must be a string, number or true/false"
+            return FieldMapping(name, (), fixed, key=key), None
+        if "from" not in value and "default" not in value:
+            return None, "give from (profile paths), default, or value"
+        sources: list[str] = []
+        if "from" in value:
+            sources, why = _source_list(value["from"])
+            if why:
+                return None, f"from: {why}"
+        default = value.get("default")
+        if default is not None and not isinstance(default, (str, bool, int, float)):
+            return None, "default must be a string, number or true/false"
+        return FieldMapping(name, tuple(sources), default, key=key), None
+    return None, (
+        "must be a profile path (\"given_name\"), a list of them tried in order, "
+        "{ from = ..., default = \"...\" }, { value = \"...\" }, or false to leave the field out"
+    )
+
+
 def _resolve(path: str, base: Path | None) -> Path:
     candidate = Path(path).expanduser()
     if not candidate.is_absolute() and base is not None:
@@ -328,7 +415,7 @@ def parse(
 ) -> Config:
     problems: list[Problem] = []
     reader = _Reader(raw, problems)
-    known_sections = {"auth0", "salesforce", "schedule", "state", "http", "work", "logging", "metrics"}
+    known_sections = {"auth0", "salesforce", "schedule", "state", "http", "work", "logging", "metrics", "lead"}
     for name in sorted(set(raw) - known_sections):
         problems.append(Problem(f"[{name}]", None, f"unknown section (known: {', '.join(sorted(known_sections))})"))
 
@@ -426,8 +513,75 @@ def parse(
     listen = reader.get(m, "metrics.listen", str, "", check_listen)
     metrics = MetricsConfig(listen=parse_listen(listen) if listen else None)
 
+    lead = _parse_lead(reader, salesforce)
+
     if problems:
         raise ConfigError(problems, source=str(source) if source else "configuration")
     return Config(
-        auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, metrics=metrics, source=source
+        auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, metrics=metrics, source=source, lead=lead
+    )
+
+
+LIST_KEYS = (
+    "allow_applications",
+    "deny_applications",
+    "allow_connections",
+    "deny_connections",
+    "allow_email_domains",
+    "deny_email_domains",
+)
+
+
+def _parse_lead(reader: _Reader, salesforce: SalesforceConfig) -> LeadConfig:
+    problems = reader.problems
+    ld = reader.section("lead", {"fields", "consent", "require_verified_email", "skip_existing_contacts", *LIST_KEYS})
+
+    def path(value: str) -> str | None:
+        return "must be a profile path" if value in COMPUTED_SOURCES else source_problem(value)
+
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in LIST_KEYS:
+        check = _email_domains if key.endswith("email_domains") else _names
+        lists[key] = tuple(v.strip() for v in reader.get(ld, f"lead.{key}", list, [], check))
+    for kind in ("applications", "connections", "email_domains"):
+        both = {v.casefold() for v in lists[f"allow_{kind}"]} & {v.casefold() for v in lists[f"deny_{kind}"]}
+        if both:
+            problems.append(Problem(f"lead.deny_{kind}", None, f"{', '.join(sorted(both))} is in both allow_{kind} and deny_{kind}"))
+
+    fields: list[tuple[str, FieldMapping | None]] = []
+    raw_fields = ld.get("fields", {})
+    if not isinstance(raw_fields, dict):
+        problems.append(Problem("[lead.fields]", repr(raw_fields), "must be a table: one line per Lead field, e.g. Title = \"user_metadata.job_title\""))
+        raw_fields = {}
+    seen: dict[str, str] = {}
+    for name, value in raw_fields.items():
+        key = f"lead.fields.{name}"
+        if not SF_FIELD_NAME.match(name):
+            problems.append(Problem(key, None, "is not a Salesforce field API name (letters, digits and _, e.g. Plan__c)"))
+            continue
+        if name.lower() in seen:
+            problems.append(Problem(key, None, f"names the same field as lead.fields.{seen[name.lower()]} (API names are case-insensitive)"))
+            continue
+        seen[name.lower()] = name
+        if name.lower() in FIXED_FIELDS:
+            problems.append(Problem(key, None, "Email is always the user's email address: lead-poller finds existing leads and contacts by it"))
+            continue
+        if salesforce.external_id_field and name.lower() == salesforce.external_id_field.lower():
+            problems.append(Problem(key, None, "is the [salesforce] external_id_field, which always holds the Auth0 user id"))
+            continue
+        mapping, why = parse_lead_field(name, value)
+        if why:
+            problems.append(Problem(key, _shown(key, value), why))
+            continue
+        if mapping is None and name.lower() in ("lastname", "company"):
+            problems.append(Problem(key, "false", f"{name} is required on every Lead and cannot be left out"))
+            continue
+        fields.append((name, mapping))
+
+    return LeadConfig(
+        fields=tuple(fields),
+        consent=reader.get(ld, "lead.consent", str, "", path) or None,
+        require_verified_email=reader.get(ld, "lead.require_verified_email", bool, False),
+        skip_existing_contacts=reader.get(ld, "lead.skip_existing_contacts", bool, False),
+        **lists,
     )

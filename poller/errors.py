@@ -4,6 +4,7 @@
     ├── ConfigError           the configuration is invalid: fix it (exit 78, nothing was called)
     ├── FatalError            stop the cycle; a person must act (credentials, permissions, state)
     │   ├── CredentialsError  a vendor rejected our credentials or scopes (exit 77)
+    │   ├── LeadMappingError  [lead.fields] does not fit the org's Lead object (exit 78)
     │   ├── StateError        the state database is corrupt or from a newer version (exit 65)
     │   └── StateLocked       another lead-poller holds the state database (exit 73)
     ├── RetriableError        try again later; `delay` says when at the earliest
@@ -74,6 +75,19 @@ class FatalError(PollerError):
 
 class CredentialsError(FatalError):
     exit_code = ExitCode.CREDENTIALS
+
+
+class LeadMappingError(FatalError):
+    """The lead mapping does not fit the Salesforce org (checked against its Lead describe at start and
+    at each daily refresh). A configuration problem that needs the org to be seen, hence fatal, exit 78."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, problems: list[Problem], org: str) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"the lead mapping does not fit the Lead object of {org}: {len(problems)} {noun}\n{lines}", code="lead_mapping_invalid")
 
 
 class StateError(FatalError):

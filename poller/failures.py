@@ -31,8 +31,8 @@ class Next(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     api: str  # auth0 | salesforce
-    # token | logs | user_read | user_write | user_search | lead_lookup | lead_batch (the whole
-    # Collections call) | lead_write (one record's result inside it) | *
+    # token | logs | user_read | user_write | user_search | lead_lookup | contact_lookup | lead_describe |
+    # lead_batch (the whole Collections call) | lead_write (one record's result inside it) | *
     operation: str
     status: str  # "429", "5xx", "*", "timeout", "connection"
     vendor_code: str | None  # errorCode / statusCode in the body, when it matters
@@ -51,7 +51,7 @@ class Rule:
 
 
 CREDENTIAL_CODES = frozenset(
-    {"auth0_credentials_rejected", "auth0_forbidden", "auth0_token_rejected", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected"}
+    {"auth0_credentials_rejected", "auth0_forbidden", "auth0_token_rejected", "salesforce_credentials_rejected", "salesforce_forbidden", "salesforce_session_rejected", "salesforce_contacts_unreadable"}
 )
 # Fatal answers that are not about credentials: a person fixes the state or the configuration.
 FATAL_EXIT_CODES = {
@@ -104,6 +104,7 @@ RULES: tuple[Rule, ...] = (
     R("salesforce", "lead_batch", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
     R("salesforce", "lead_batch", "400", None, Next.RETRY, "salesforce_batch_rejected", "Salesforce refused the whole batch request: retried with backoff, then failed"),
     R("salesforce", "lead_lookup", "400", "INVALID_FIELD", Next.FATAL, "salesforce_invalid_query", "the lookup query names a field the org lacks (check external_id_field)"),
+    R("salesforce", "contact_lookup", "400", "INVALID_TYPE", Next.FATAL, "salesforce_contacts_unreadable", "[lead] skip_existing_contacts needs read access to Contact for the Run As user (or turn it off)"),
     R("salesforce", "lead_write", "400", None, Next.PERMANENT, "salesforce_rejected", "Salesforce refused the lead (the code and field are recorded)"),
     R("salesforce", "*", "400", None, Next.RETRY, "salesforce_bad_request", "Salesforce refused a request: retried with backoff, then failed"),
     R("salesforce", "*", "5xx", None, Next.RETRY, "salesforce_unavailable", "Salesforce answered 5xx (or a non-JSON body): retried with backoff"),

@@ -9,7 +9,7 @@ A user row moves through these states:
        │                                          ▼               │
        │                                    step=write_back ──────┘ (flag written to Auth0)
        ├─(no email, unverified, no consent)──► skipped  (re-checked on the user's next login)
-       ├─(filtered by a rule)────────────────► skipped  (final)
+       ├─(filtered by a rule)────────────────► skipped  (final, or re-checked: RECHECK_ON_LOGIN)
        └─(permanent error / max attempts)────► failed   (`lead-poller retry` makes it pending again)
 
 `step` is the intent log that makes a crash harmless: `lead_write` is committed *before* a lead is
@@ -21,11 +21,13 @@ checkpoint never moves past a login that the ledger does not hold.
 
 An exclusive lock file beside the database keeps a second poller off the same state. `StateReader`
 reads the same database without that lock and without writing (`status`, `check`, the metrics
-endpoint), so it works beside a running daemon.
+endpoint), so it works beside a running daemon. A dry run works on an in-memory copy instead
+(`Ledger.scratch_copy`): no lock, and nothing it does reaches the file.
 
 Schema versions: 1 (first release); 2 adds `totals` (running counters since the state was created, for
-`status` and the metrics endpoint) and an index for failure reports. An older database is migrated in
-place, in one transaction, when the poller opens it; a newer one is refused.
+`status` and the metrics endpoint) and an index for failure reports; 3 adds `salesforce_describe` (the
+org's Lead describe, cached for the mapping check). An older database is migrated in place, in one
+transaction, when the poller opens it; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -41,10 +43,23 @@ from typing import Any, Callable, Iterable, Iterator
 
 from poller.errors import StateError, StateLocked
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# Reasons for `skipped` that a later login should re-check: the profile may have changed since.
-RECHECK_ON_LOGIN = frozenset({"no_email", "invalid_email", "email_unverified", "awaiting_consent"})
+# Reasons for `skipped` that a later login should re-check: the profile may have changed since, or the
+# user was only seen signing in through an application or connection the filters leave out.
+RECHECK_ON_LOGIN = frozenset(
+    {
+        "no_email",
+        "invalid_email",
+        "email_unverified",
+        "awaiting_consent",
+        "blocked",
+        "application_denied",
+        "application_not_allowed",
+        "connection_denied",
+        "connection_not_allowed",
+    }
+)
 
 PENDING, RECORDED, SKIPPED, FAILED = "pending", "recorded", "skipped", "failed"
 STEP_LEAD_WRITE, STEP_WRITE_BACK = "lead_write", "write_back"
@@ -88,6 +103,14 @@ CREATE TABLE totals (
 );
 CREATE INDEX users_status_reason ON users (status, reason);
 """,
+    # The Salesforce describe of each sObject we write, cached (a daily refresh, not one per start).
+    2: """
+CREATE TABLE salesforce_describe (
+    sobject    TEXT PRIMARY KEY,
+    fetched_at REAL NOT NULL,
+    body       TEXT NOT NULL
+);
+""",
 }
 
 # Cycle summary fields that are running totals (the name in `totals` is the summary key).
@@ -114,6 +137,7 @@ class UserRow:
     reason: str | None
     attempts: int
     next_attempt_at: float
+    updated_at: float = 0.0  # when a step last changed the row (a login alone does not)
 
 
 class Ledger:
@@ -153,8 +177,8 @@ class Ledger:
             os.close(self._lock_file)
             self._lock_file = None
 
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
+    @classmethod
+    def _open(cls, path: Path) -> sqlite3.Connection:
         existed = path.exists() and path.stat().st_size > 0
         try:
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -162,41 +186,50 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            if not existed:
-                with _transaction(db):
-                    _execute_script(db, _SCHEMA)
-                    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
-                    _migrate(db, 1)
-                return db
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise StateError(
-                f"the state database {path} is not a lead-poller database or is corrupt ({exc}); "
-                "move it aside to start over (earlier logins will not be replayed unless [auth0] start_from says so)",
-                code="state_corrupt",
-            ) from None
-        version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
-        if version is None:
-            raise StateError(f"the state database {path} has no schema version; it was not written by lead-poller", code="state_corrupt")
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"the state database {path} is schema version {version}, newer than this lead-poller understands "
-                f"({SCHEMA_VERSION}); upgrade lead-poller or point [state] path elsewhere",
-                code="state_future",
-            )
-        if version < SCHEMA_VERSION:
-            try:
-                with _transaction(db):
-                    _migrate(db, version)
-            except sqlite3.DatabaseError as exc:
-                raise StateError(f"the state database {path} could not be upgraded from schema version {version} ({exc}); it is unchanged", code="state_corrupt") from None
+            raise _corrupt(path, exc) from None
+        _prepare(db, path, new=not existed)
         return db
+
+    @classmethod
+    def scratch_copy(cls, path: Path, *, clock: Callable[[], float]) -> "Ledger":
+        """An in-memory copy of the state at `path` (an empty state if there is none yet), for a dry run.
+
+        Everything a cycle does to it stays in memory. No lock is taken (a running daemon may keep
+        writing the file) and no file is created, not even the -wal/-shm a read-only SQLite open leaves
+        behind: with no -wal beside it the file is read as immutable, otherwise through the WAL that
+        the running poller keeps.
+        """
+        ledger = cls.__new__(cls)
+        ledger.path = path
+        ledger._clock = clock
+        ledger._lock_file = None
+        memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        memory.row_factory = sqlite3.Row
+        existed = path.exists() and path.stat().st_size > 0
+        if existed:
+            mode = "mode=ro" if Path(str(path) + "-wal").exists() else "immutable=1"
+            try:
+                source = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+                try:
+                    source.backup(memory)
+                finally:
+                    source.close()
+            except sqlite3.DatabaseError as exc:
+                raise _corrupt(path, exc) from None
+        _prepare(memory, path, new=not existed)
+        ledger._db = memory
+        return ledger
 
     def close(self) -> None:
         try:
             self._db.close()
         finally:
             self._release_lock()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.get_meta("schema_version") or 0)
 
     def __enter__(self) -> "Ledger":
         return self
@@ -234,32 +267,8 @@ class Ledger:
         Users already recorded, failed or pending are only touched to note the login.
         `newest_event_at` (the page's newest event date, UNIX seconds) is kept for the log lag.
         """
-        now = self._clock()
-        became_pending = 0
-        recheck = tuple(RECHECK_ON_LOGIN)
         with _transaction(self._db):
-            for login in logins:
-                cursor = self._db.execute(
-                    "INSERT INTO users (user_id, status, first_seen_at, last_login_at, last_log_id, updated_at) "
-                    "VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT(user_id) DO NOTHING",
-                    (login.user_id, now, login.date, login.log_id, now),
-                )
-                if cursor.rowcount:
-                    became_pending += 1
-                    continue
-                cursor = self._db.execute(
-                    f"UPDATE users SET status = 'pending', reason = NULL, attempts = 0, next_attempt_at = 0, "
-                    f"last_login_at = ?, last_log_id = ?, updated_at = ? "
-                    f"WHERE user_id = ? AND status = 'skipped' AND reason IN ({','.join('?' * len(recheck))})",
-                    (login.date, login.log_id, now, login.user_id, *recheck),
-                )
-                if cursor.rowcount:
-                    became_pending += 1
-                    continue
-                self._db.execute(
-                    "UPDATE users SET last_login_at = ?, last_log_id = ? WHERE user_id = ?",
-                    (login.date, login.log_id, login.user_id),
-                )
+            became_pending = self._record_logins(logins)
             self._set_checkpoint(checkpoint)
             if checkpoint_date:
                 self.set_meta("checkpoint_date", checkpoint_date)
@@ -268,6 +277,100 @@ class Ledger:
                 if known is None or newest_event_at > float(known):
                     self.set_meta("newest_event_at", repr(newest_event_at))
         return became_pending
+
+    def record_logins(self, logins: Iterable[Login]) -> int:
+        """Like `record_page`, without moving the checkpoint (a backfill replays older logs)."""
+        with _transaction(self._db):
+            return self._record_logins(logins)
+
+    def record_filtered(self, filtered: Iterable[tuple[Login, str]]) -> list[tuple[str, str]]:
+        """Users seen only in login events the filters leave out: a `skipped` row with the reason, so
+        `status` can tell. Users the ledger already holds are left as they are. Returns the (user id,
+        reason) pairs that are new."""
+        now = self._clock()
+        added: list[tuple[str, str]] = []
+        with _transaction(self._db):
+            for login, reason in filtered:
+                cursor = self._db.execute(
+                    "INSERT INTO users (user_id, status, reason, first_seen_at, last_login_at, last_log_id, updated_at) "
+                    "VALUES (?, 'skipped', ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO NOTHING",
+                    (login.user_id, reason, now, login.date, login.log_id, now),
+                )
+                if cursor.rowcount:
+                    added.append((login.user_id, reason))
+        return added
+
+    def enqueue(self, user_ids: Iterable[str]) -> int:
+        """Make these users pending without a login (a backfill of users): new users, and skipped users
+        worth a re-check. Returns how many became pending."""
+        now = self._clock()
+        became_pending = 0
+        recheck = tuple(RECHECK_ON_LOGIN)
+        with _transaction(self._db):
+            for user_id in user_ids:
+                cursor = self._db.execute(
+                    "INSERT INTO users (user_id, status, first_seen_at, updated_at) VALUES (?, 'pending', ?, ?) "
+                    "ON CONFLICT(user_id) DO NOTHING",
+                    (user_id, now, now),
+                )
+                if not cursor.rowcount:
+                    cursor = self._db.execute(
+                        f"UPDATE users SET status = 'pending', reason = NULL, attempts = 0, next_attempt_at = 0, updated_at = ? "
+                        f"WHERE user_id = ? AND status = 'skipped' AND reason IN ({','.join('?' * len(recheck))})",
+                        (now, user_id, *recheck),
+                    )
+                became_pending += cursor.rowcount
+        return became_pending
+
+    def _record_logins(self, logins: Iterable[Login]) -> int:
+        """Runs inside the caller's transaction."""
+        now = self._clock()
+        became_pending = 0
+        recheck = tuple(RECHECK_ON_LOGIN)
+        for login in logins:
+            cursor = self._db.execute(
+                "INSERT INTO users (user_id, status, first_seen_at, last_login_at, last_log_id, updated_at) "
+                "VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT(user_id) DO NOTHING",
+                (login.user_id, now, login.date, login.log_id, now),
+            )
+            if cursor.rowcount:
+                became_pending += 1
+                continue
+            cursor = self._db.execute(
+                f"UPDATE users SET status = 'pending', reason = NULL, attempts = 0, next_attempt_at = 0, "
+                f"last_login_at = ?, last_log_id = ?, updated_at = ? "
+                f"WHERE user_id = ? AND status = 'skipped' AND reason IN ({','.join('?' * len(recheck))})",
+                (login.date, login.log_id, now, login.user_id, *recheck),
+            )
+            if cursor.rowcount:
+                became_pending += 1
+                continue
+            self._db.execute(
+                "UPDATE users SET last_login_at = ?, last_log_id = ? WHERE user_id = ?",
+                (login.date, login.log_id, login.user_id),
+            )
+        return became_pending
+
+    # --- the Salesforce describe cache --------------------------------------------------------
+
+    def cached_describe(self, sobject: str) -> tuple[float, dict[str, Any]] | None:
+        """(when it was fetched, the describe) of `sobject`, or None if never fetched."""
+        row = self._db.execute("SELECT fetched_at, body FROM salesforce_describe WHERE sobject = ?", (sobject,)).fetchone()
+        if row is None:
+            return None
+        try:
+            body = json.loads(row["body"])
+        except ValueError:
+            return None
+        return (row["fetched_at"], body) if isinstance(body, dict) else None
+
+    def store_describe(self, sobject: str, describe: dict[str, Any]) -> None:
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO salesforce_describe (sobject, fetched_at, body) VALUES (?, ?, ?) "
+                "ON CONFLICT(sobject) DO UPDATE SET fetched_at = excluded.fetched_at, body = excluded.body",
+                (sobject, self._clock(), json.dumps(describe, separators=(",", ":"))),
+            )
 
     # --- work ---------------------------------------------------------------------------------
 
@@ -412,6 +515,47 @@ class Ledger:
             yield _row(row)
 
 
+def _corrupt(path: Path, exc: Exception) -> StateError:
+    return StateError(
+        f"the state database {path} is not a lead-poller database or is corrupt ({exc}); "
+        "move it aside to start over (earlier logins will not be replayed unless [auth0] start_from says so)",
+        code="state_corrupt",
+    )
+
+
+def _prepare(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
+    """Create the schema in a new database (then every migration); check the version of an existing
+    one and migrate it in place, in one transaction."""
+    if new:
+        try:
+            with _transaction(db):
+                _execute_script(db, _SCHEMA)
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+                _migrate(db, 1)
+        except sqlite3.DatabaseError as exc:
+            raise _corrupt(path, exc) from None
+        return
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise _corrupt(path, exc) from None
+    version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
+    if version is None:
+        raise StateError(f"the state database {path} has no schema version; it was not written by lead-poller", code="state_corrupt")
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"the state database {path} is schema version {version}, newer than this lead-poller understands "
+            f"({SCHEMA_VERSION}); upgrade lead-poller or point [state] path elsewhere",
+            code="state_future",
+        )
+    if version < SCHEMA_VERSION:
+        try:
+            with _transaction(db):
+                _migrate(db, version)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"the state database {path} could not be upgraded from schema version {version} ({exc}); it is unchanged", code="state_corrupt") from None
+
+
 def _execute_script(db: sqlite3.Connection, script: str) -> None:
     # Not executescript(): it commits first, and these statements belong to the caller's transaction.
     for statement in script.split(";"):
@@ -467,6 +611,7 @@ def _row(row: sqlite3.Row) -> UserRow:
         reason=row["reason"],
         attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"],
+        updated_at=row["updated_at"],
     )
 
 

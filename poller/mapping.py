@@ -3,16 +3,34 @@
 Profiles are untrusted input: any field may be missing, null, of another type, very long, or full of
 emoji and right-to-left text. Nothing here raises on such a profile; what cannot become a lead comes
 back as a reason instead.
+
+What goes into each Lead field is a `LeadMapping`: per field, the sources to try in order (profile paths
+such as `given_name`, `user_metadata.company`, `identities[0].provider`, or a computed source such as
+`email_local_part`), then a fixed default. The built-in mapping (`lead_mapping` without overrides) is
+the end-to-end one:
+
+    LastName   family_name, name, email_local_part, then "Unknown"
+    FirstName  given_name
+    Email      email (always; it is how existing leads and contacts are found)
+    Company    [salesforce] company
+    LeadSource [salesforce] lead_source
+
+The org's Lead describe (`org_fields`) gives each field's type, length and whether it can be written;
+`check_against_describe` turns a mismatch into configuration problems before any user is worked.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
-# Lengths of the standard Lead fields (Salesforce Field Reference, "Lead"); an org's describe wins
+from poller.errors import Problem
+
+# Lengths of the standard Lead fields (Salesforce Field Reference, "Lead"); the org's describe wins
 # where it is known.
 LEAD_FIELD_LENGTHS: dict[str, int] = {
     "LastName": 80,
@@ -27,11 +45,33 @@ LEAD_FIELD_LENGTHS: dict[str, int] = {
     "Country": 80,
 }
 
-# The Lead fields `build_lead` may fill (`check` compares them with the org's Lead describe).
-MAPPED_FIELDS = ("LastName", "FirstName", "Email", "Company", "LeadSource")
-
 # Salesforce's own email check is stricter than RFC 5322; this is what it reliably accepts.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Field types by how a value is written (describe `type`).
+TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"})
+NUMBER_TYPES = frozenset({"double", "int", "long", "currency", "percent"})
+WRITABLE_TYPES = TEXT_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
+
+# Sources computed from the user's (validated) email rather than read from a profile path.
+COMPUTED_SOURCES = frozenset({"email_local_part", "email_domain"})
+# Sources that always have a value for a user who can become a lead (they have a valid email).
+ALWAYS_SET = COMPUTED_SOURCES | {"email"}
+
+# Lower-cased Lead fields that cannot be remapped: Email is how existing leads and contacts are found.
+FIXED_FIELDS = frozenset({"email"})
+
+# The normalized Auth0 user profile's root attributes (identity providers may add others).
+KNOWN_PROFILE_ROOTS = frozenset(
+    {
+        "user_id", "email", "email_verified", "username", "phone_number", "phone_verified", "created_at",
+        "updated_at", "identities", "app_metadata", "user_metadata", "picture", "name", "nickname",
+        "multifactor", "last_ip", "last_login", "last_password_reset", "logins_count", "blocked",
+        "given_name", "family_name", "locale",
+    }
+)
+
+Scalar = Union[str, bool, int, float]
 
 _ZWJ = "\u200d"
 
@@ -112,6 +152,69 @@ def flagged_lead_id(profile: Mapping[str, Any]) -> str | None:
     return None
 
 
+# --- profile paths ------------------------------------------------------------------------------
+
+_PATH_TOKEN = re.compile(r"(?P<name>[A-Za-z0-9_-]+)|\[(?P<index>\d+)\]|(?P<dot>\.)")
+
+
+def parse_path(text: str) -> tuple[str | int, ...]:
+    """`user_metadata.company` -> ("user_metadata", "company"); `identities[0].provider` ->
+    ("identities", 0, "provider"). Raises ValueError with the reason for anything else."""
+    steps: list[str | int] = []
+    position = 0
+    expect_name = True
+    for match in _PATH_TOKEN.finditer(text):
+        if match.start() != position:
+            break
+        position = match.end()
+        if match.group("name") is not None:
+            if not expect_name:
+                raise ValueError(f"a '.' is missing before {match.group('name')!r}")
+            steps.append(match.group("name"))
+            expect_name = False
+        elif match.group("index") is not None:
+            if expect_name:
+                raise ValueError("an index [N] must follow a name, e.g. identities[0]")
+            steps.append(int(match.group("index")))
+        else:
+            if expect_name:
+                raise ValueError("empty part between dots")
+            expect_name = True
+    if position != len(text) or not steps or expect_name:
+        raise ValueError(
+            "not a profile path: use names joined by dots, with [N] for a list item "
+            "(e.g. given_name, user_metadata.company, identities[0].provider)"
+        )
+    return tuple(steps)
+
+
+def read_path(profile: Any, steps: tuple[str | int, ...]) -> Any:
+    """The value at `steps` in `profile`, or None when any step is missing or of another shape."""
+    value = profile
+    for step in steps:
+        if isinstance(step, int):
+            value = value[step] if isinstance(value, list) and step < len(value) else None
+        else:
+            value = value.get(step) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return value
+
+
+def source_problem(source: str) -> str | None:
+    """Why `source` cannot be a mapping source, or None when it can."""
+    if source in COMPUTED_SOURCES:
+        return None
+    try:
+        parse_path(source)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# --- the mapping --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class LeadDefaults:
     company: str
@@ -119,29 +222,234 @@ class LeadDefaults:
 
 
 @dataclass(frozen=True)
+class FieldMapping:
+    """One Lead field: the sources tried in order, then `default` (a fixed value) when none has one."""
+
+    field: str
+    sources: tuple[str, ...] = ()
+    default: Scalar | None = None
+    key: str = ""  # where it was configured, for messages ("lead.fields.Title", "salesforce.company")
+
+    @property
+    def where(self) -> str:
+        return self.key or f"lead.fields.{self.field}"
+
+
+@dataclass(frozen=True)
+class LeadMapping:
+    fields: tuple[FieldMapping, ...]
+
+    def get(self, name: str) -> FieldMapping | None:
+        lowered = name.lower()
+        return next((f for f in self.fields if f.field.lower() == lowered), None)
+
+
+def lead_mapping(defaults: LeadDefaults, overrides: Mapping[str, FieldMapping | None] | None = None) -> LeadMapping:
+    """The built-in mapping with `overrides` applied (a field name -> its mapping, or None to leave a
+    built-in field out). Field names match case-insensitively. Company and LeadSource keep their
+    `[salesforce]` setting as the default when an override names no default of its own."""
+    built_in = [
+        FieldMapping("LastName", ("family_name", "name", "email_local_part"), "Unknown"),
+        FieldMapping("FirstName", ("given_name",)),
+        FieldMapping("Email", ("email",)),
+        FieldMapping("Company", (), defaults.company, key="salesforce.company"),
+        FieldMapping("LeadSource", (), defaults.lead_source, key="salesforce.lead_source"),
+    ]
+    fallbacks = {"company": defaults.company, "leadsource": defaults.lead_source}
+    result: dict[str, FieldMapping | None] = {f.field.lower(): f for f in built_in}
+    for name, override in (overrides or {}).items():
+        lowered = name.lower()
+        if override is not None and override.default is None and override.sources and lowered in fallbacks:
+            override = FieldMapping(override.field, override.sources, fallbacks[lowered], override.key)
+        result[lowered] = override
+    return LeadMapping(tuple(f for f in result.values() if f is not None))
+
+
+# --- the org's Lead fields (from the describe) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrgField:
+    name: str
+    type: str
+    length: int
+    createable: bool
+    required: bool  # must have a value on create: not nillable, not defaulted by Salesforce
+    external_id: bool
+    restricted_values: frozenset[str] | None  # the active values of a restricted picklist, else None
+
+
+def org_fields(describe: Mapping[str, Any]) -> dict[str, OrgField]:
+    """Lower-cased field name -> what the org says about it, from `GET sobjects/Lead/describe`."""
+    found: dict[str, OrgField] = {}
+    raw_fields = describe.get("fields") if isinstance(describe, Mapping) else None
+    for raw in raw_fields if isinstance(raw_fields, list) else []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            continue
+        restricted = None
+        if raw.get("restrictedPicklist") is True:
+            values = raw.get("picklistValues") if isinstance(raw.get("picklistValues"), list) else []
+            restricted = frozenset(v["value"] for v in values if isinstance(v, dict) and isinstance(v.get("value"), str) and v.get("active", True))
+        length = raw.get("length")
+        createable = raw.get("createable") is True
+        found[raw["name"].lower()] = OrgField(
+            name=raw["name"],
+            type=str(raw.get("type") or ""),
+            length=length if isinstance(length, int) and not isinstance(length, bool) else 0,
+            createable=createable,
+            required=createable and raw.get("nillable") is False and raw.get("defaultedOnCreate") is not True,
+            external_id=raw.get("externalId") is True,
+            restricted_values=restricted,
+        )
+    return found
+
+
+def field_problems(mapping: LeadMapping, fields: Mapping[str, OrgField]) -> list[Problem]:
+    """Mapped fields the org lacks, will not let us write, or whose fixed value a restricted
+    picklist refuses."""
+    problems: list[Problem] = []
+    names = [f.name for f in fields.values()]
+    for rule in mapping.fields:
+        spec = fields.get(rule.field.lower())
+        if spec is None:
+            close = difflib.get_close_matches(rule.field, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(Problem(rule.where, None, f"the org's Lead object has no field {rule.field}{hint}"))
+        elif not spec.createable:
+            problems.append(Problem(rule.where, None, f"Lead.{spec.name} cannot be written on create (read-only, formula, or hidden from the Run As user by field-level security)"))
+        elif spec.type not in WRITABLE_TYPES:
+            problems.append(Problem(rule.where, None, f"Lead.{spec.name} is a {spec.type} field; lead-poller writes text, picklist, email, phone, url, number, checkbox and date fields"))
+        elif spec.restricted_values is not None and isinstance(rule.default, str) and rule.default and rule.default not in spec.restricted_values:
+            allowed = ", ".join(sorted(spec.restricted_values)) or "none"
+            problems.append(Problem(rule.where, repr(rule.default), f"is not an active value of the restricted picklist Lead.{spec.name} (values: {allowed})"))
+    return problems
+
+
+def required_problems(mapping: LeadMapping, fields: Mapping[str, OrgField], *, external_id_field: str | None = None) -> list[Problem]:
+    """Fields the org requires on create that some lead would leave empty: not mapped at all, or
+    mapped without a default from sources a profile may lack."""
+    problems: list[Problem] = []
+    mapped = {rule.field.lower(): rule for rule in mapping.fields}
+    external = (external_id_field or "").lower()
+    for key, spec in fields.items():
+        if not spec.required or key == external:
+            continue
+        rule = mapped.get(key)
+        if rule is None:
+            problems.append(Problem(f"lead.fields.{spec.name}", None, f"Lead.{spec.name} is required in this org but not mapped: add it to [lead.fields] with a default"))
+        elif key not in FIXED_FIELDS and rule.default in (None, "") and not set(rule.sources) & ALWAYS_SET:
+            problems.append(Problem(rule.where, None, f"Lead.{spec.name} is required: give it a default, so a profile without {', '.join(rule.sources)} still makes a valid lead"))
+    return problems
+
+
+def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str | None) -> list[Problem]:
+    if not external_id_field:
+        return []
+    spec = fields.get(external_id_field.lower())
+    if spec is None:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), "the org's Lead object has no such field")]
+    if not spec.external_id:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)")]
+    return []
+
+
+def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *, external_id_field: str | None = None) -> list[Problem]:
+    """Every way `mapping` does not fit the org's Lead object (from its describe): fields it lacks or
+    will not let us write, required fields left without a value, fixed values a restricted picklist
+    refuses, an external id field that is not one. Run before any user is worked, and by `check`."""
+    fields = org_fields(describe)
+    if not fields:
+        return [Problem("salesforce", None, "the Lead describe lists no fields; check the Run As user's access to Lead")]
+    return (
+        field_problems(mapping, fields)
+        + required_problems(mapping, fields, external_id_field=external_id_field)
+        + external_id_problems(fields, external_id_field)
+    )
+
+
+# --- profile -> lead ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Decision:
     """What to do with one profile: a lead payload, or the reason there is none."""
 
-    lead: dict[str, str] | None
+    lead: dict[str, Any] | None
     reason: str | None = None  # set when lead is None
     email: str | None = None
 
 
-def build_lead(profile: Mapping[str, Any], defaults: LeadDefaults, lengths: Mapping[str, int] = LEAD_FIELD_LENGTHS) -> Decision:
+def _source_value(profile: Mapping[str, Any], source: str, email: str) -> Any:
+    if source == "email_local_part":
+        return email.split("@", 1)[0]
+    if source == "email_domain":
+        return email.rsplit("@", 1)[1]
+    return read_path(profile, parse_path(source))
+
+
+def _fit(value: Any, name: str, spec: OrgField | None, *, fixed: bool = False) -> Scalar | None:
+    """`value` as the field takes it (type, length, allowed values), or None when it cannot be used.
+
+    A profile value is used when its type fits the field: text for text and picklist fields, true or
+    false for a checkbox, a number (or numeric text) for a number field. A fixed value from the
+    configuration is taken as meant: true/false and numbers become text in a text field."""
+    kind = spec.type if spec else "string"
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if kind in NUMBER_TYPES:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return value
+        return None
+    if fixed and isinstance(value, bool):
+        text = "true" if value else "false"
+    elif fixed and isinstance(value, (int, float)):
+        text = str(value)
+    else:
+        text = _text(value)
+    if text is None:
+        return None
+    if kind == "date":
+        return text[:10]  # an ISO timestamp (created_at) names its day first
+    if kind == "datetime":
+        return text
+    if spec is not None and spec.restricted_values is not None and text not in spec.restricted_values:
+        return None  # the org would refuse the whole lead; try the next source instead
+    limit = spec.length if spec is not None and spec.length else LEAD_FIELD_LENGTHS.get(name, 255)
+    return truncate(text, limit) or None
+
+
+def build_lead(profile: Mapping[str, Any], mapping: LeadMapping, fields: Mapping[str, OrgField] | None = None) -> Decision:
+    """The lead payload for `profile` under `mapping`; `fields` (from `org_fields`) gives types and
+    lengths, the standard Lead lengths are used without it."""
+    fields = fields or {}
     email = email_of(profile)
     if email is None:
         return Decision(lead=None, reason="no_email")
-    if not EMAIL.match(email) or utf16_length(email) > lengths.get("Email", 80):
+    email_spec = fields.get("email")
+    email_limit = email_spec.length if email_spec is not None and email_spec.length else LEAD_FIELD_LENGTHS["Email"]
+    if not EMAIL.match(email) or utf16_length(email) > email_limit:
         # Truncating an address would make it someone else's; Salesforce would refuse it anyway.
         return Decision(lead=None, reason="invalid_email", email=email)
-    local_part = email.split("@", 1)[0]
-    last_name = _text(profile.get("family_name")) or _text(profile.get("name")) or local_part or "Unknown"
-    fields: dict[str, str | None] = {
-        "LastName": last_name,
-        "FirstName": _text(profile.get("given_name")),
-        "Email": email,
-        "Company": _text(defaults.company),
-        "LeadSource": _text(defaults.lead_source),
-    }
-    lead = {name: truncate(value, lengths.get(name, 255)) for name, value in fields.items() if value}
+    lead: dict[str, Any] = {}
+    for rule in mapping.fields:
+        spec = fields.get(rule.field.lower())
+        if rule.field.lower() == "email":
+            lead[rule.field] = email
+            continue
+        value = None
+        for source in rule.sources:
+            value = _fit(_source_value(profile, source, email), rule.field, spec)
+            if value is not None:
+                break
+        if value is None and rule.default is not None:
+            value = _fit(rule.default, rule.field, spec, fixed=True)
+        if value is not None:
+            lead[rule.field] = value
     return Decision(lead=lead, email=email)

@@ -6,11 +6,18 @@ the outside world through the three small protocols below, and to the state thro
 Ingest never waits for Salesforce: a Salesforce outage only leaves users pending, while the log
 stream is still read (Auth0 keeps logs for as little as one day).
 
+Ingest applies the event rules (`LeadRules.event_reason`: applications, connections): a login from an
+application the rules leave out is not a login for us; a user seen only in such logins gets a skipped
+row with the reason.
+
 Work, per batch of due users:
   1. read the profiles (concurrently, in the adapter);
-  2. decide: already flagged -> recorded; no usable email -> skipped with the reason; else a lead;
-  3. look up open leads with those emails (one query per batch) and reuse them;
-  4. record the intent, then write the rest in one sObject Collections call;
+  2. decide: already flagged -> recorded; left out by a rule (`LeadRules.profile_reason`) or no usable
+     email -> skipped with the reason; else a lead, mapped by `[lead.fields]`;
+  3. look up open leads with those emails (one query per batch) and reuse them; with
+     `skip_existing_contacts`, look up contacts for the rest (one query) and skip those;
+  4. record the intent, then write the rest in one sObject Collections call (at most `max_leads`
+     created per run, when a backfill sets it: the rest stay pending);
   5. write the flag and lead id back to Auth0, then mark the user recorded.
 Every step's result is committed before the next step starts, so a crash resumes at the right step.
 """
@@ -27,8 +34,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, RetriableError
 from poller.ledger import STEP_WRITE_BACK, Ledger, Login, UserRow
 from poller.logs import get_logger
-from poller.mapping import LeadDefaults, build_lead, flagged_lead_id, is_flagged
+from poller.mapping import OrgField, build_lead, flagged_lead_id, is_flagged
 from poller.pacing import Interrupt
+from poller.rules import LeadRules
 
 log = get_logger("poller.cycle")
 
@@ -56,6 +64,8 @@ class UserDirectory(Protocol):
 class LeadSink(Protocol):
     def find_leads(self, emails: Iterable[str]) -> dict[str, str]: ...
 
+    def find_contacts(self, emails: Iterable[str]) -> dict[str, str]: ...
+
     def write_leads(self, leads: Sequence[Any]) -> list[Any]: ...
 
 
@@ -63,11 +73,16 @@ class LeadSink(Protocol):
 class CycleSettings:
     login_types: frozenset[str]
     start_from: str
-    lead_defaults: LeadDefaults
+    rules: LeadRules
     max_attempts: int = 8
     backoff_base_seconds: float = 60.0
     backoff_cap_seconds: float = 6 * 3600.0
     deadline_seconds: float | None = None
+    # The org's Lead fields (from its describe): types, lengths, picklist values. None: the standard
+    # Lead lengths are used.
+    org_fields: Mapping[str, OrgField] | None = None
+    # At most this many leads created by one run (`backfill --max-leads`); the rest stay pending.
+    max_leads: int | None = None
 
 
 @dataclass
@@ -75,6 +90,7 @@ class CycleReport:
     cycle_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     events_read: int = 0
     login_events: int = 0
+    logins_filtered: Counter = field(default_factory=Counter)
     new_users: int = 0
     users_worked: int = 0
     leads_created: int = 0
@@ -88,6 +104,7 @@ class CycleReport:
     ingest_error: str | None = None
     salesforce_paused: str | None = None
     interrupted: bool = False
+    lead_cap_reached: bool = False
     deadline_reached: bool = False  # the cycle stopped at its deadline with work left; the next one continues
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -110,6 +127,7 @@ class CycleReport:
         return {
             "events_read": self.events_read,
             "login_events": self.login_events,
+            "logins_filtered": dict(self.logins_filtered),
             "new_users": self.new_users,
             "users_worked": self.users_worked,
             "leads_created": self.leads_created,
@@ -122,6 +140,7 @@ class CycleReport:
             "checkpoint": self.checkpoint,
             "ingest_error": self.ingest_error,
             "salesforce_paused": self.salesforce_paused,
+            "lead_cap_reached": self.lead_cap_reached,
             "deadline_reached": self.deadline_reached,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
         }
@@ -129,7 +148,16 @@ class CycleReport:
 
 def logins_in(events: Iterable[dict[str, Any]], login_types: frozenset[str]) -> list[Login]:
     """The login events of a page, reduced to what the ledger keeps. Odd events are passed over."""
-    logins = []
+    return split_logins(events, login_types, None)[0]
+
+
+def split_logins(
+    events: Iterable[dict[str, Any]], login_types: frozenset[str], rules: LeadRules | None
+) -> tuple[list[Login], list[tuple[Login, str]]]:
+    """The login events of a page: those that count, and (login, reason) for those the event rules
+    leave out."""
+    logins: list[Login] = []
+    filtered: list[tuple[Login, str]] = []
     for event in events:
         kind, user_id = event.get("type"), event.get("user_id")
         if not isinstance(kind, str) or kind not in login_types:
@@ -138,8 +166,13 @@ def logins_in(events: Iterable[dict[str, Any]], login_types: frozenset[str]) -> 
             continue
         log_id = event.get("log_id")
         date = event.get("date")
-        logins.append(Login(user_id=user_id.strip(), log_id=log_id if isinstance(log_id, str) else "", date=date if isinstance(date, str) else None))
-    return logins
+        login = Login(user_id=user_id.strip(), log_id=log_id if isinstance(log_id, str) else "", date=date if isinstance(date, str) else None)
+        reason = rules.event_reason(event) if rules is not None else None
+        if reason:
+            filtered.append((login, reason))
+        else:
+            logins.append(login)
+    return logins, filtered
 
 
 def _parse_date(value: Any) -> datetime | None:
@@ -164,7 +197,7 @@ def newest_event_time(events: Iterable[dict[str, Any]]) -> float | None:
 class _Candidate:
     row: UserRow
     email: str
-    lead: dict[str, str]
+    lead: dict[str, Any]
 
 
 class Cycle:
@@ -180,7 +213,8 @@ class Cycle:
         settings: CycleSettings,
         interrupt: Interrupt,
         clock: Callable[[], float] = time.time,
-        make_write: Callable[[str, dict[str, str]], Any],
+        make_write: Callable[[str, dict[str, Any]], Any],
+        leads_held_by: RetriableError | None = None,
     ) -> None:
         self.source = source
         self.directory = directory
@@ -190,10 +224,24 @@ class Cycle:
         self.interrupt = interrupt
         self.clock = clock
         self.make_write = make_write
+        # Why no lead may be written this cycle (the org's Lead describe could not be read, so the
+        # mapping is unchecked): users who would get one wait, with this error as their reason.
+        self.leads_held_by = leads_held_by
         self.report = CycleReport()
         self.log = log.bind(cycle_id=self.report.cycle_id)
 
-    def run(self) -> CycleReport:
+    def run(
+        self,
+        *,
+        ingest: bool = True,
+        replay: Iterable[list[dict[str, Any]]] = (),
+        enqueue: Iterable[list[str]] = (),
+    ) -> CycleReport:
+        """One cycle: ingest, then work.
+
+        A backfill does not read the live stream (`ingest=False`): it takes in older log pages
+        (`replay`, from log search) or users found directly (`enqueue`, from user search) without
+        moving the checkpoint, then works them like any other pending user."""
         report = self.report
         report.started_at = self.clock()
         if self.settings.deadline_seconds:
@@ -201,7 +249,9 @@ class Cycle:
         row_id = self.ledger.start_cycle()
         outcome = "fatal"
         try:
-            self.ingest()
+            if ingest:
+                self.ingest()
+            self.backfill(replay, enqueue)
             self.work()
             report.interrupted = report.interrupted or self.interrupt.stopping
             outcome = report.outcome
@@ -245,6 +295,23 @@ class Cycle:
             report.ingest_error = exc.code
             self.log.warning("ingest_paused", code=exc.code, error=str(exc), checkpoint=self.ledger.checkpoint)
 
+    def backfill(self, replay: Iterable[list[dict[str, Any]]], enqueue: Iterable[list[str]]) -> None:
+        report = self.report
+        try:
+            for events in replay:
+                report.events_read += len(events)
+                report.new_users += self.ledger.record_logins(self.take_logins(events))
+                if self.interrupt.should_stop:
+                    return
+            for user_ids in enqueue:
+                report.new_users += self.ledger.enqueue(user_ids)
+                if self.interrupt.should_stop:
+                    return
+        except RetriableError as exc:
+            # What was taken in stays; running the backfill again reads the rest.
+            report.ingest_error = exc.code
+            self.log.warning("backfill_paused", code=exc.code, error=str(exc))
+
     def _start(self) -> str | None:
         start_from = self.ledger.get_meta("start_from_override") or self.settings.start_from
         checkpoint, events = self.source.find_start(start_from)
@@ -260,12 +327,11 @@ class Cycle:
         return checkpoint
 
     def _take_in(self, events: list[dict[str, Any]], checkpoint: str) -> None:
-        logins = logins_in(events, self.settings.login_types)
         self.report.events_read += len(events)
-        self.report.login_events += len(logins)
         for event in events:
             if event.get("type") in ("api_limit", "api_limit_warning"):
                 self.log.warning("auth0_api_limit_event", type=event.get("type"), description=str(event.get("description"))[:200], date=event.get("date"))
+        logins = self.take_logins(events)
         dates = [e["date"] for e in events if isinstance(e.get("date"), str)]
         self.report.new_users += self.ledger.record_page(logins, checkpoint, checkpoint_date=dates[-1] if dates else None, newest_event_at=newest_event_time(events))
 
@@ -288,6 +354,23 @@ class Cycle:
             "`lead-poller backfill --users` can enqueue users who never became leads",
         )
 
+    def take_logins(self, events: list[dict[str, Any]]) -> list[Login]:
+        """The page's logins that count. Users seen only in filtered logins are recorded as skipped
+        with the reason first (one info line each, the first time), so that a login that counts, in
+        this page or a later one, makes them pending."""
+        logins, filtered = split_logins(events, self.settings.login_types, self.settings.rules)
+        self.report.login_events += len(logins) + len(filtered)
+        counted = {login.user_id for login in logins}
+        only_filtered: dict[str, tuple[Login, str]] = {}
+        for login, reason in filtered:
+            self.report.logins_filtered[reason] += 1
+            if login.user_id not in counted:
+                only_filtered.setdefault(login.user_id, (login, reason))
+        if only_filtered:
+            for user_id, reason in self.ledger.record_filtered(only_filtered.values()):
+                self.log.info("user_filtered", user_id=user_id, reason=reason)
+        return logins
+
     # --- work ---------------------------------------------------------------------------------
 
     def work(self) -> None:
@@ -296,7 +379,14 @@ class Cycle:
         deadline still finishes, so no cycle ends without progress."""
         worked: set[str] = set()
         while not (self.interrupt.stopping or (worked and self.interrupt.expired)):
-            rows = [r for r in self.ledger.due(BATCH) if r.user_id not in worked]
+            batch = BATCH
+            if self.settings.max_leads is not None:
+                room = self.settings.max_leads - self.report.leads_created
+                if room <= 0:
+                    self.report.lead_cap_reached = True
+                    return
+                batch = min(BATCH, room)  # read no more profiles than could still become leads
+            rows = [r for r in self.ledger.due(batch) if r.user_id not in worked]
             if not rows:
                 return
             worked.update(r.user_id for r in rows)
@@ -325,7 +415,11 @@ class Cycle:
             candidate = self._decide(row, profile)
             if candidate is not None:
                 candidates.append(candidate)
-        if candidates and not self.report.salesforce_paused:
+        if candidates and self.leads_held_by is not None:
+            self._pause_if_limit(self.leads_held_by)
+            for candidate in candidates:
+                self._defer(candidate.row, self.leads_held_by)
+        elif candidates and not self.report.salesforce_paused:
             ready.extend(self._ensure_leads(candidates))
         elif candidates:
             for candidate in candidates:
@@ -338,7 +432,11 @@ class Cycle:
             self.ledger.mark_recorded(row.user_id, flagged_lead_id(profile) or row.lead_id, reason="already_flagged")
             self.report.already_flagged += 1
             return None
-        decision = build_lead(profile, self.settings.lead_defaults)
+        reason = self.settings.rules.profile_reason(profile)
+        if reason:
+            self._skip(row, reason)
+            return None
+        decision = build_lead(profile, self.settings.rules.mapping, self.settings.org_fields)
         if decision.lead is None:
             self._skip(row, decision.reason or "not_eligible")
             return None
@@ -365,10 +463,30 @@ class Cycle:
                 ready.append((candidate.row, lead_id))
             else:
                 groups.setdefault(candidate.email.lower(), []).append(candidate)
+        if groups and self.settings.rules.skip_existing_contacts:
+            try:
+                contacts = self.sink.find_contacts(groups)
+            except (RetriableError, PermanentError) as exc:
+                self._pause_if_limit(exc)
+                for group in groups.values():
+                    for candidate in group:
+                        self._defer(candidate.row, exc)
+                return ready
+            for email in [e for e in groups if e in contacts]:
+                for candidate in groups.pop(email):
+                    self._skip(candidate.row, "existing_contact")
         if not groups:
             return ready
 
         group_list = list(groups.values())
+        if self.settings.max_leads is not None:
+            room = max(0, self.settings.max_leads - self.report.leads_created)
+            if len(group_list) > room:
+                # The rest stay pending, untouched: a later run (or the daemon) creates their leads.
+                group_list = group_list[:room]
+                self.report.lead_cap_reached = True
+            if not group_list:
+                return ready
         self.ledger.begin_lead_write(c.row.user_id for group in group_list for c in group)
         writes = [self.make_write(group[0].row.user_id, group[0].lead) for group in group_list]
         try:

@@ -42,6 +42,8 @@ BATCH = 200  # sObject Collections' maximum
 MAX_QUERY_URL = 12_000  # stay well inside the 16,384-byte URI limit of a GET
 LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {}"
 LOOKUP_ONE_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email = {}"
+CONTACT_SOQL = "SELECT Id, Email FROM Contact WHERE Email IN {}"
+CONTACT_ONE_SOQL = "SELECT Id, Email FROM Contact WHERE Email = {}"
 
 
 _NO_COLLECTIONS = object()
@@ -52,7 +54,7 @@ class LeadWrite:
     """One lead to write; `key` is the Auth0 user id (also the external id, when one is configured)."""
 
     key: str
-    fields: dict[str, str]
+    fields: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -214,16 +216,23 @@ class SalesforceSink:
     def find_leads(self, emails: Iterable[str]) -> dict[str, str]:
         """Open (unconverted) leads by email, lower-cased email -> lead id. SOQL `=`/`IN` on strings
         is case-insensitive, so one lead answers for every spelling of the address."""
+        return self._find_by_email("lead_lookup", LOOKUP_SOQL, LOOKUP_ONE_SOQL, emails)
+
+    def find_contacts(self, emails: Iterable[str]) -> dict[str, str]:
+        """Contacts by email, lower-cased email -> contact id (for `[lead] skip_existing_contacts`)."""
+        return self._find_by_email("contact_lookup", CONTACT_SOQL, CONTACT_ONE_SOQL, emails)
+
+    def _find_by_email(self, operation: str, template: str, template_one: str, emails: Iterable[str]) -> dict[str, str]:
         unique = sorted({e.lower() for e in emails if e})
         found: dict[str, str] = {}
-        for chunk in _query_chunks(unique, LOOKUP_SOQL):
+        for chunk in _query_chunks(unique, template):
             # One address is asked with `=`, the plainest SOQL every Salesforce-compatible API knows.
-            soql = format_soql(LOOKUP_ONE_SOQL, chunk[0]) if len(chunk) == 1 else format_soql(LOOKUP_SOQL, chunk)
-            result = self._call("lead_lookup", lambda sf: sf.query(soql))
+            soql = format_soql(template_one, chunk[0]) if len(chunk) == 1 else format_soql(template, chunk)
+            result = self._call(operation, lambda sf: sf.query(soql))
             for record in result.get("records", []) if isinstance(result, dict) else []:
                 email, lead_id = record.get("Email"), record.get("Id")
                 if isinstance(email, str) and isinstance(lead_id, str):
-                    # Several open leads with one address: the lowest id, the oldest, answers for all.
+                    # Several records with one address: the lowest id, the oldest, answers for all.
                     known = found.get(email.lower())
                     found[email.lower()] = lead_id if known is None else min(known, lead_id)
         return found

@@ -145,6 +145,98 @@ def test_repr_of_config_hides_secrets():
     assert set(cfg.secrets()) == {"s3cr3t-value", "sf-s3cr3t"}
 
 
+# --- [lead] -----------------------------------------------------------------------------------------
+
+
+def lead(**values):
+    raw = {k: dict(v) for k, v in VALID.items()}
+    raw["lead"] = values
+    return raw
+
+
+def test_lead_defaults_reproduce_the_built_in_behaviour():
+    cfg = parse(VALID)
+    assert cfg.lead.fields == () and cfg.lead.consent is None
+    assert not cfg.lead.require_verified_email and not cfg.lead.skip_existing_contacts
+    assert cfg.lead.deny_email_domains == ()
+
+
+def test_every_field_form_parses():
+    cfg = parse(
+        lead(
+            fields={
+                "Title": "user_metadata.job_title",
+                "LastName": ["family_name", "name", "email_local_part"],
+                "Company": {"from": "user_metadata.company"},
+                "Plan__c": {"from": ["app_metadata.plan"], "default": "free"},
+                "LeadSource": {"value": "Web"},
+                "FirstName": False,
+            },
+            consent="user_metadata.marketing_consent",
+            deny_email_domains=["example.org"],
+        )
+    )
+    fields = dict(cfg.lead.fields)
+    assert fields["Title"].sources == ("user_metadata.job_title",)
+    assert fields["LastName"].sources == ("family_name", "name", "email_local_part")
+    assert (fields["Plan__c"].sources, fields["Plan__c"].default) == (("app_metadata.plan",), "free")
+    assert (fields["LeadSource"].sources, fields["LeadSource"].default) == ((), "Web")
+    assert fields["FirstName"] is None
+    assert cfg.lead.consent == "user_metadata.marketing_consent"
+
+
+def test_every_lead_problem_is_listed_with_a_way_out():
+    found = problems_of(
+        lead(
+            fields={
+                "Email": "user_metadata.work_email",
+                "Company": False,
+                "LeadSource": "Web sign-ups",
+                "Title": {"from": "a..b"},
+                "Plan__c": {"value": "x", "from": "y"},
+                "Seats__c": 3,
+                "Bad-Name": "given_name",
+                "Region__c": {"form": "user_metadata.region"},
+            },
+            deny_email_domains=["@staff.example.net"],
+            allow_connections=["google-oauth2"],
+            deny_connections=["Google-OAuth2"],
+            consent="email_local_part",
+            require_verified_email="yes",
+            colour="blue",
+        )
+    )
+    assert "always the user's email" in found["lead.fields.Email"]
+    assert "cannot be left out" in found["lead.fields.Company"]
+    assert "{ value = " in found["lead.fields.LeadSource"]  # a fixed value written as a path
+    assert "empty part between dots" in found["lead.fields.Title"]
+    assert "cannot be combined" in found["lead.fields.Plan__c"]
+    assert "or false to leave the field out" in found["lead.fields.Seats__c"]
+    assert "API name" in found["lead.fields.Bad-Name"]
+    assert "unknown key form" in found["lead.fields.Region__c"]
+    assert "without '@'" in found["lead.deny_email_domains"]
+    assert "in both allow_connections and deny_connections" in found["lead.deny_connections"]
+    assert "profile path" in found["lead.consent"]
+    assert "true or false" in found["lead.require_verified_email"]
+    assert "unknown key" in found["lead.colour"]
+    assert len(found) == 13
+
+
+def test_the_external_id_field_cannot_also_be_mapped():
+    raw = lead(fields={"Auth0_User_Id__c": "user_id"})
+    raw["salesforce"]["external_id_field"] = "Auth0_User_Id__c"
+    assert "always holds the Auth0 user id" in problems_of(raw)["lead.fields.Auth0_User_Id__c"]
+
+
+def test_the_example_config_turns_on_verified_email_and_documents_the_rules(tmp_path):
+    example = Path(__file__).parents[1] / "config.toml"
+    cfg = config.load(example, environ={"AUTH0_CLIENT_SECRET": "x" * 10, "SALESFORCE_CLIENT_SECRET": "y" * 10})
+    assert cfg.lead.require_verified_email is True
+    text = example.read_text()
+    for key in ("consent", "skip_existing_contacts", "deny_email_domains", "allow_applications", "deny_connections", "[lead.fields]"):
+        assert key in text
+
+
 # --- systemd: credentials, state directory; metrics --------------------------------------------
 
 

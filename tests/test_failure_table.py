@@ -52,6 +52,7 @@ ROUTES = {
     ("auth0", "user_search"): ("GET", "/api/v2/users"),
     ("salesforce", "token"): ("POST", "/services/oauth2/token"),
     ("salesforce", "lead_lookup"): ("GET", REST + "/query/?"),
+    ("salesforce", "contact_lookup"): ("GET", REST + "/query/?"),
 }
 # A batch of one lead goes to the single-record endpoint; two or more to sObject Collections.
 SINGLE_WRITE = ("POST", REST + "/sobjects/Lead/?")
@@ -66,6 +67,8 @@ def inject(sandbox, rule: Rule, times: int, shape: str) -> None:
         method, path = SINGLE_WRITE if shape == "single" else BATCH_WRITE
     else:
         method, path = ROUTES[(rule.api, _operation(rule))]
+    # The lead and contact lookups share the query endpoint: the SOQL tells them apart.
+    when = (lambda request: "FROM Contact" in request.query.get("q", "")) if rule.operation == "contact_lookup" else None
     if rule.status == "timeout":
         emulator.fail(method, path, hang=True, times=times)
     elif rule.status == "connection":
@@ -92,7 +95,7 @@ def inject(sandbox, rule: Rule, times: int, shape: str) -> None:
         headers = {}
         if _status(rule) == 429:
             headers = {"Retry-After": "0", "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()))}
-        emulator.fail(method, path, status=_status(rule), body=_body(rule), headers=headers, times=times)
+        emulator.fail(method, path, status=_status(rule), body=_body(rule), headers=headers, times=times, when=when)
 
 
 def setup_user(sandbox, tenant, rule: Rule, shape: str = "single") -> None:
@@ -142,7 +145,12 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
     persistent = rule.next in (Next.RETRY, Next.FATAL, Next.PERMANENT, Next.NOT_FOUND)
     inject(sandbox, rule, times=-1 if persistent else 1, shape=shape)
     salesforce = {"external_id_field": "Auth0_User_Id__c"} if rule.code == "salesforce_external_id_missing" else {}
-    app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1}, salesforce=salesforce)
+    if salesforce:
+        # The field exists when lead-poller checks the mapping at start; the upsert's 404 (the field
+        # deleted, or hidden from the Run As user, since) is what this row is about.
+        sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "type": "string", "length": 255, "externalId": True, "unique": True})
+    lead = {"skip_existing_contacts": True} if rule.operation == "contact_lookup" else {}
+    app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1}, salesforce=salesforce, lead=lead)
 
     if rule.next is Next.FATAL:
         with pytest.raises(FatalError) as caught:

@@ -161,6 +161,118 @@ def test_foreign_sqlite_database_is_refused(tmp_path, clock):
         Ledger(path, clock=clock)
 
 
+# --- schema v2, backfill and dry-run support ----------------------------------------------------
+
+from poller.ledger import SCHEMA_VERSION  # noqa: E402
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    user_id TEXT PRIMARY KEY, status TEXT NOT NULL, step TEXT, lead_id TEXT, reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0, first_seen_at REAL NOT NULL,
+    last_login_at TEXT, last_log_id TEXT, updated_at REAL NOT NULL
+);
+CREATE INDEX users_due ON users (status, next_attempt_at);
+CREATE TABLE cycles (id INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, outcome TEXT, summary TEXT);
+INSERT INTO meta VALUES ('schema_version', '1'), ('checkpoint', '777');
+INSERT INTO users (user_id, status, lead_id, first_seen_at, updated_at) VALUES ('auth0|old', 'recorded', '00Q1', 1, 1);
+"""
+
+
+def test_a_version_1_state_is_migrated_in_place_and_keeps_everything(tmp_path, clock):
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.close()
+
+    with Ledger(path, clock=clock) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.checkpoint == "777"
+        assert ledger.get("auth0|old").lead_id == "00Q1"
+        assert ledger.cached_describe("Lead") is None
+        ledger.store_describe("Lead", {"fields": [{"name": "LastName"}]})
+    with Ledger(path, clock=clock) as ledger:  # reopening does not migrate again
+        assert ledger.cached_describe("Lead") == (clock.now, {"fields": [{"name": "LastName"}]})
+
+
+def test_a_new_state_gets_the_same_schema_as_a_migrated_one(tmp_path, clock):
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.executescript(V1_SCHEMA)
+    db.close()
+    Ledger(old, clock=clock).close()
+    Ledger(tmp_path / "new.db", clock=clock).close()
+
+    def schema(path):
+        db = sqlite3.connect(path)
+        try:
+            names = sorted(db.execute("SELECT type, name, tbl_name FROM sqlite_master"))
+            return names, {n: db.execute(f"PRAGMA table_info({n})").fetchall() for _, n, _ in names}
+        finally:
+            db.close()
+
+    assert schema(old) == schema(tmp_path / "new.db")
+
+
+def test_filtered_users_are_recorded_once_and_a_counted_login_makes_them_pending(ledger):
+    filtered = [(login("auth0|ios"), "application_denied"), (login("auth0|ios", 2), "application_denied")]
+    assert ledger.record_filtered(filtered) == [("auth0|ios", "application_denied")]
+    assert ledger.record_filtered(filtered) == []
+    row = ledger.get("auth0|ios")
+    assert (row.status, row.reason) == ("skipped", "application_denied")
+    assert ledger.record_page([login("auth0|ios", 3)], "3") == 1
+    assert ledger.get("auth0|ios").status == "pending"
+
+
+def test_backfill_logins_and_enqueued_users_leave_the_checkpoint_alone(ledger):
+    ledger.record_page([login("auth0|a")], "100")
+    ledger.mark_recorded("auth0|a", "00Q1")
+    ledger.record_page([login("auth0|consent")], "101")
+    ledger.mark_skipped("auth0|consent", "awaiting_consent")
+    ledger.record_page([login("auth0|staff")], "102")
+    ledger.mark_skipped("auth0|staff", "email_domain_denied")
+
+    assert ledger.record_logins([login("auth0|b", 5)]) == 1
+    assert ledger.enqueue(["auth0|a", "auth0|consent", "auth0|staff", "auth0|c"]) == 2
+    assert ledger.checkpoint == "102"
+    assert {r.user_id for r in ledger.due(10)} == {"auth0|b", "auth0|consent", "auth0|c"}
+
+
+def test_a_scratch_copy_works_in_memory_and_leaves_the_file_and_its_folder_alone(tmp_path, clock):
+    path = tmp_path / "s.db"
+    with Ledger(path, clock=clock) as ledger:
+        ledger.record_page([login("auth0|a")], "1")
+    before = path.read_bytes()
+    files = sorted(p.name for p in tmp_path.iterdir())
+
+    copy = Ledger.scratch_copy(path, clock=clock)
+    copy.record_page([login("auth0|b")], "2")
+    copy.mark_skipped("auth0|a", "no_email")
+    assert copy.checkpoint == "2" and copy.get("auth0|a").status == "skipped"
+    copy.close()
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    with Ledger(path, clock=clock) as ledger:
+        assert ledger.checkpoint == "1" and ledger.get("auth0|b") is None
+
+
+def test_a_scratch_copy_reads_a_state_a_running_poller_holds(tmp_path, clock):
+    path = tmp_path / "s.db"
+    with Ledger(path, clock=clock) as running:  # holds the lock, and its latest page is in the WAL
+        running.record_page([login("auth0|a")], "9")
+        copy = Ledger.scratch_copy(path, clock=clock)
+        assert copy.checkpoint == "9" and copy.get("auth0|a").status == "pending"
+        copy.close()
+
+
+def test_a_scratch_copy_of_a_missing_state_creates_nothing(tmp_path, clock):
+    copy = Ledger.scratch_copy(tmp_path / "state" / "s.db", clock=clock)
+    assert copy.checkpoint is None and copy.schema_version == SCHEMA_VERSION
+    copy.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- schema 2: running totals, and reading without the lock ------------------------------------
 
 
@@ -187,7 +299,7 @@ def test_a_version_1_database_is_migrated_with_totals_from_its_cycle_history(tmp
         assert (reader.schema_version, reader.totals()) == (1, {})
 
     with Ledger(path, clock=clock) as ledger:
-        assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
         assert ledger.checkpoint == "0007" and ledger.get("auth0|old").status == "failed"
 
     with StateReader.open(path) as reader:

@@ -4,6 +4,10 @@ Starts both emulators, seeds about 50 users and a few hundred log events of mixe
 cycles through `App`, the production wiring (config file + environment -> adapters over HTTPS with a
 CA bundle). The second cycle shows that nothing is duplicated. Then it checks the outcome against the
 scenario's own truth and exits non-zero if anything is off.
+
+`demo --rules` runs the same tenant under a non-default `[lead]` configuration (`RULES`: a mapping
+from user_metadata and a custom field, verified email, consent, a denied domain and application,
+existing contacts), and checks every lead against those rules, worked out here independently.
 """
 
 from __future__ import annotations
@@ -19,8 +23,25 @@ from poller import logs
 from poller.app import App
 from poller.errors import ExitCode
 from poller.pipeline import CycleReport
-from poller.sandbox import Sandbox
-from poller.sandbox.scenario import demo_scenario
+from poller.sandbox import COMPANY, Sandbox
+from poller.sandbox.scenario import LOGIN_TYPES, Scenario, demo_scenario
+
+DENIED_APPLICATION = "Acme iOS"
+DENIED_DOMAIN = "example.org"
+RULES = {
+    "require_verified_email": True,
+    "consent": "user_metadata.marketing_consent",
+    "skip_existing_contacts": True,
+    "deny_email_domains": [DENIED_DOMAIN],
+    "deny_applications": [DENIED_APPLICATION],
+    "fields": {
+        "Company": {"from": "user_metadata.company"},
+        "Title": "user_metadata.job_title",
+        "LeadSource": {"value": "Web"},
+        "Signup_Provider__c": "identities[0].provider",
+    },
+}
+COMPANIES = ["Analytical Engines Ltd", "Difference Works", "Harvard Mark I Group"]
 
 
 def _line(label: str, value: object) -> str:
@@ -39,27 +60,54 @@ def _print_cycle(title: str, report: CycleReport) -> None:
     print(_line("users flagged in Auth0", s["written_back"]))
     skipped = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items())) or "none"
     print(_line("skipped, by reason", skipped))
+    filtered = ", ".join(f"{k}: {v}" for k, v in sorted(s["logins_filtered"].items()))
+    if filtered:
+        print(_line("logins left out, by reason", filtered))
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(s["failed"].items())) or "none"
     print(_line("failed", failed))
     print(_line("outcome", f"{report.outcome} ({s['duration_seconds']} s)"))
 
 
-def run_demo(keep: Path | None = None) -> ExitCode:
+def _with_rules_data(scenario: Scenario) -> list[str]:
+    """Give the demo users what the rules look at (deterministic, by position): a company for every
+    third, a job title for every fifth, marketing consent for three in four. Returns the emails that
+    the Salesforce org already holds as Contacts: two users the other rules would make leads."""
+    for i, user in enumerate(scenario.users):
+        metadata = user.setdefault("user_metadata", {})
+        if i % 3 == 0:
+            metadata["company"] = COMPANIES[i % len(COMPANIES)]
+        if i % 5 == 0:
+            metadata["job_title"] = "Head of Engineering"
+        metadata["marketing_consent"] = i % 4 != 3
+    by_id = {u["user_id"]: u for u in scenario.users}
+    return [by_id[user_id]["email"] for user_id in sorted(_eligible_under_rules(scenario, []))[:2]]
+
+
+def run_demo(keep: Path | None = None, rules: bool = False) -> ExitCode:
     with tempfile.TemporaryDirectory(prefix="lead-poller-demo-") as scratch:
         workdir = keep or Path(scratch)
         with Sandbox(workdir) as sandbox:
             scenario = demo_scenario()
+            contacts: list[str] = []
+            if rules:
+                contacts = _with_rules_data(scenario)
+                sandbox.salesforce.add_contacts([{"LastName": "Customer", "Email": email} for email in contacts])
+                sandbox.salesforce.add_field({"name": "Signup_Provider__c", "type": "string", "length": 40})
             sandbox.auth0.add_users(scenario.users)
             sandbox.auth0.add_logs(scenario.logs)
             state = workdir / "state.db"
             if state.exists():
                 for leftover in workdir.glob("state.db*"):
                     leftover.unlink()
-            config_path = sandbox.write_config(state_path=state, auth0={"start_from": "oldest"})
+            sections = {"lead": RULES} if rules else {}
+            config_path = sandbox.write_config(state_path=state, auth0={"start_from": "oldest"}, **sections)
             config = config_module.load(config_path, environ={**os.environ, **sandbox.env()})
             logs.configure(level="warning", pii=config.logging.pii, secret_values=config.secrets(), stream=sys.stderr)
 
             print("lead-poller demo: the production code path against the built-in sandbox")
+            if rules:
+                print(_line("lead rules ([lead] in config.toml)", f"verified email, consent, no {DENIED_DOMAIN}, no {DENIED_APPLICATION} logins, no existing contacts ({len(contacts)})"))
+                print(_line("lead fields", "Company <- user_metadata.company, Title <- user_metadata.job_title, LeadSource = Web, Signup_Provider__c <- identities[0].provider"))
             print(_line("Auth0 emulator", f"https://{sandbox.auth0.host}"))
             print(_line("Salesforce emulator", f"https://{sandbox.salesforce.host}"))
             print(_line("seeded", f"{len(scenario.users)} users, {len(scenario.logs)} log events"))
@@ -71,23 +119,66 @@ def run_demo(keep: Path | None = None) -> ExitCode:
                 _print_cycle("Cycle 1", first)
                 second = app.run_cycle()
                 _print_cycle("Cycle 2 (nothing new: nothing must be duplicated)", second)
+                counts, skipped = app.ledger.counts(), app.ledger.reasons("skipped")
+            print("\nThe ledger afterwards (one row per user seen signing in)")
+            print(_line("by status", ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
+            print(_line("skipped, by reason", ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "none"))
 
-            problems = _check(sandbox, scenario, first, second)
+            problems = _check(sandbox, scenario, first, second, _eligible_under_rules(scenario, contacts) if rules else None)
+            if rules:
+                problems += _check_fields(sandbox, scenario)
             print()
             if problems:
                 for problem in problems:
                     print(f"  CHECK FAILED: {problem}")
                 return ExitCode.ERROR
             leads = len(sandbox.salesforce.leads)
-            print(f"OK: {leads} leads in Salesforce, one per eligible user; every one flagged in Auth0; no duplicates.")
+            eligible = "user the rules let in" if rules else "eligible user"
+            print(f"OK: {leads} leads in Salesforce, one per {eligible}; every one flagged in Auth0; no duplicates.")
             if keep:
                 print(f"Sandbox files kept in {workdir} (config.toml, sandbox-ca.pem, state.db).")
             return ExitCode.OK
 
 
-def _check(sandbox: Sandbox, scenario, first: CycleReport, second: CycleReport) -> list[str]:
+def _eligible_under_rules(scenario: Scenario, contacts: list[str]) -> set[str]:
+    """Who `RULES` lets become a lead, worked out from the scenario without lead-poller's code."""
+    by_id = {u["user_id"]: u for u in scenario.users}
+    allowed_login = {e["user_id"] for e in scenario.logs if e["type"] in LOGIN_TYPES and e.get("user_id") and e.get("client_name") != DENIED_APPLICATION}
+    eligible = set()
+    for user_id in allowed_login:
+        user = by_id.get(user_id)
+        if user is None or not user.get("email") or (user.get("app_metadata") or {}).get("recordedAsLead") is True:
+            continue
+        email = user["email"].lower()
+        if email.endswith("@" + DENIED_DOMAIN) or user.get("email_verified") is not True:
+            continue
+        if (user.get("user_metadata") or {}).get("marketing_consent") is not True or email in {c.lower() for c in contacts}:
+            continue
+        eligible.add(user_id)
+    return eligible
+
+
+def _check_fields(sandbox: Sandbox, scenario: Scenario) -> list[str]:
+    by_email = {u["email"].lower(): u for u in scenario.users if u.get("email")}
     problems = []
-    eligible = set(scenario.expected["eligible_user_ids"])
+    for lead in sandbox.salesforce.leads.values():
+        user = by_email[lead["Email"].lower()]
+        metadata = user.get("user_metadata") or {}
+        expected = {
+            "Company": metadata.get("company") or COMPANY,
+            "Title": metadata.get("job_title"),
+            "LeadSource": "Web",
+            "Signup_Provider__c": user["identities"][0]["provider"],
+        }
+        wrong = [name for name, value in expected.items() if lead.get(name) != value]
+        if wrong:
+            problems.append(f"the lead of {user['user_id']} has unexpected {', '.join(wrong)}")
+    return problems
+
+
+def _check(sandbox: Sandbox, scenario, first: CycleReport, second: CycleReport, eligible: set[str] | None = None) -> list[str]:
+    problems = []
+    eligible = set(scenario.expected["eligible_user_ids"]) if eligible is None else eligible
     leads = list(sandbox.salesforce.leads.values())
     emails = Counter((lead.get("Email") or "").lower() for lead in leads)
     duplicated = [email for email, n in emails.items() if n > 1]
@@ -97,6 +188,9 @@ def _check(sandbox: Sandbox, scenario, first: CycleReport, second: CycleReport) 
     missing = eligible - flagged
     if missing:
         problems.append(f"{len(missing)} eligible users were not flagged")
+    newly_flagged = flagged - set(scenario.expected["flagged_user_ids"])
+    if newly_flagged - eligible:
+        problems.append(f"{len(newly_flagged - eligible)} users were flagged (made leads) that the rules leave out")
     if first.leads_created + first.leads_reused < 1:
         problems.append("the first cycle created no lead")
     if second.leads_created or second.users_worked:
