@@ -278,20 +278,29 @@ class Auth0Source:
         """Where a state with no checkpoint starts: (checkpoint, events to take in with it).
 
         now: the newest existing log becomes the checkpoint (earlier logins are not leads).
-        oldest: the oldest retained log, itself included. An RFC 3339 time: the first log at or
-        after it, itself included. A log_id: that id, as it is.
+        oldest: the oldest retained logs, included. An RFC 3339 time: the logs at or after it,
+        included. A log_id: that id, as it is.
+
+        Search sorts by date, the stream by log_id, and the two orders differ by a few seconds (a
+        log_id is given at ingest). So the checkpoint is set just before the *smallest* log_id on the
+        first search page (100 logs): the stream then returns that log and every later one, and a log
+        with a smaller id but a later date cannot be skipped. `from` needs no existing log: the API
+        returns the logs whose id sorts after it (reference/auth0.md §1, §8: Elastic's synthetic ids).
         """
         if start_from == "now":
             newest = self._search_logs({"sort": "date:-1", "per_page": 1, "page": 0})
             return (newest[0].get("log_id"), []) if newest else (None, [])
-        if start_from == "oldest":
-            oldest = self._search_logs({"sort": "date:1", "per_page": 1, "page": 0})
-            return (oldest[0].get("log_id"), oldest) if oldest else (None, [])
         if start_from.isdigit():
             return start_from, []
-        when = datetime.fromisoformat(start_from.replace("Z", "+00:00"))
-        first = self._search_logs({"q": f"date:[{_stamp(when)} TO *]", "sort": "date:1", "per_page": 1, "page": 0})
-        return (first[0].get("log_id"), first) if first else (None, [])
+        params: dict[str, Any] = {"sort": "date:1", "per_page": PAGE_SIZE, "page": 0}
+        if start_from != "oldest":
+            params["q"] = f"date:[{_stamp(datetime.fromisoformat(start_from.replace('Z', '+00:00')))} TO *]"
+        first = self._search_logs(params)
+        ids = [e["log_id"] for e in first if isinstance(e.get("log_id"), str) and e["log_id"].isdigit() and int(e["log_id"]) > 0]
+        if not ids:
+            return None, []
+        smallest = min(ids, key=lambda log_id: (len(log_id), log_id))
+        return str(int(smallest) - 1).zfill(len(smallest)), []
 
     def logs_between(self, since: datetime, until: datetime | None = None) -> Iterator[list[dict[str, Any]]]:
         """Every retained log event with `since` <= date < `until`, a page at a time (log search).

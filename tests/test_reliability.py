@@ -249,3 +249,25 @@ def test_daily_limit_pauses_writes_and_exits_75(sandbox, tenant, cli):
     assert summary["salesforce_paused"] == "salesforce_daily_limit" and summary["failed"] == {}
     db = sqlite3.connect(sandbox.workdir / "state.db")
     assert db.execute("SELECT status, attempts FROM users").fetchall() == [("pending", 0)] * 3
+
+
+def test_logs_whose_dates_and_ids_disagree_are_not_lost_on_first_start(sandbox, tenant, cli):
+    """Search sorts by date, the stream by log_id: an event with a smaller id but a later date
+    (ingest lag) must not be skipped when start_from picks the first log by date."""
+    tenant.user("auth0|late-date")
+    tenant.user("auth0|early-date")
+    base = datetime(2026, 11, 30, 23, 59, 50, tzinfo=timezone.utc)
+    sandbox.auth0.add_logs(
+        [
+            {"log_id": make_log_id(base, 1), "date": (base + timedelta(seconds=9)).isoformat(), "type": "s", "user_id": "auth0|late-date"},
+            {"log_id": make_log_id(base, 2), "date": (base + timedelta(seconds=7)).isoformat(), "type": "s", "user_id": "auth0|early-date"},
+        ]
+    )
+    for start_from in ("oldest", "2026-11-30T23:59:57Z"):
+        for leftover in sandbox.workdir.glob("state.db*"):
+            leftover.unlink()
+        sandbox.salesforce.leads.clear()
+        config = sandbox.write_config(auth0={"start_from": start_from})
+        run = cli("--run-once", config=config)
+        assert run.code == 0
+        assert run.event("cycle_finished")["login_events"] == 2, start_from
