@@ -143,7 +143,10 @@ class App:
             return self._cycle(dataclasses.replace(self.settings, org_fields=fields), held).run()
 
         report = self._noting_api_usage(run)
-        log.info("cycle_finished", cycle_id=report.cycle_id, outcome=report.outcome, dry_run=self.dry_run, **report.summary())
+        # Quiet when healthy, loud when not: a cycle that left users waiting on an outage, a
+        # limit or its deadline says so at warning level, long before anyone reaches max_attempts.
+        emit = log.info if report.outcome in ("ok", "interrupted") else log.warning
+        emit("cycle_finished", cycle_id=report.cycle_id, outcome=report.outcome, dry_run=self.dry_run, **report.summary())
         self._print_decisions(before)
         return report
 

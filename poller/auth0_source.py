@@ -176,6 +176,7 @@ class Auth0Source:
         retry idempotent calls briefly on 5xx and network errors, and translate everything else."""
         refreshed = False
         quick_retries = 0
+        waits = 0
         while True:
             if self.interrupt.stopping or not self.gate.take(group, self.interrupt):
                 raise Interrupted()
@@ -194,7 +195,8 @@ class Auth0Source:
 
             if rule.next is Next.WAIT:
                 self.rate_limited += 1
-                delay = retry_after_seconds(headers, self.clock())
+                waits += 1
+                delay = retry_after_seconds(headers, self.clock(), attempt=waits)
                 log.warning("auth0_rate_limited", operation=operation, wait_seconds=round(delay, 2))
                 if self.interrupt.sleep(delay + 0.05):
                     continue

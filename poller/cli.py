@@ -17,10 +17,13 @@ Exit codes are `errors.ExitCode`, listed in the README.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from poller import config as config_module
 from poller import logs
@@ -133,8 +136,10 @@ def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> 
 
     with App(config, dry_run=dry_run) as app:
         if once:
-            report = app.run_cycle()
-            return int(report.exit_code)
+            with _stop_on_signals(app):
+                report = app.run_cycle()
+            # Stopped on request: the step in flight finished and everything done is committed.
+            return int(ExitCode.OK if report.interrupted else report.exit_code)
         from poller.scheduler import Daemon
         from poller.sdnotify import Notifier
 
@@ -145,6 +150,30 @@ def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> 
         finally:
             if server is not None:
                 server.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(app: Any) -> Iterator[None]:
+    """SIGTERM/SIGINT during --run-once: the first lets the current step finish and commit; a
+    second one exits at once (a step cut short is redone safely by the next run)."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            logs.get_logger("poller").info("stopping", signal=signal.Signals(signum).name)
+            app.interrupt.stop.set()
+            return
+        logs.get_logger("poller").warning("stopping_now", signal=signal.Signals(signum).name)
+        sys.stdout.flush()
+        os._exit(int(ExitCode.TEMPORARY))
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stall_after(config: config_module.Config) -> float:

@@ -12,8 +12,10 @@ Loading makes no network call: a wrong value is reported before anything is sent
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +74,9 @@ class ScheduleConfig:
 
     @property
     def deadline_seconds(self) -> float:
-        return self.cycle_deadline_seconds or self.interval_seconds
+        # Default: 80% of the interval, so a cycle that runs to its deadline ends before the next
+        # one is due (APScheduler would skip a run that finds the previous one still going).
+        return self.cycle_deadline_seconds or self.interval_seconds * 0.8
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class Config:
 # --- validation helpers -----------------------------------------------------------------------
 
 HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
-LOG_ID = re.compile(r"^\d{1,200}$")
+LOG_ID = re.compile(r"^[0-9]{1,200}$")  # ASCII digits only: \d also matches other scripts' digits
 API_VERSION = re.compile(r"^\d{2,3}\.0$")
 SF_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -214,6 +218,34 @@ def _positive(value: Any) -> str | None:
 
 def _at_least(minimum: float) -> Callable[[Any], str | None]:
     return lambda value: None if value >= minimum else f"must be at least {minimum:g}"
+
+
+def _between(low: float, high: float, *, above: bool = False) -> Callable[[Any], str | None]:
+    """A finite number in [low, high] ((low, high] with `above`): inf, nan and 1e300 are typos."""
+
+    def check(value: Any) -> str | None:
+        if not math.isfinite(value) or value > high or (value <= low if above else value < low):
+            lower = f"greater than {low:g}" if above else f"at least {low:g}"
+            return f"must be {lower} and at most {high:g}"
+        return None
+
+    return check
+
+
+DAY = 86400.0
+
+
+def check_ca_bundle(path: Path) -> str | None:
+    """The bundle must be a readable file of PEM certificates; found now, not at the first TLS call."""
+    if not path.is_file():
+        return f"no such file: {path}"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except PermissionError:
+        return f"cannot be read by this user: {path}"
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"is not a PEM bundle of CA certificates ({getattr(exc, 'reason', None) or exc})"
+    return None
 
 
 def check_domain(value: str) -> str | None:
@@ -393,7 +425,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None, *, require_secret
     them without the service's secrets."""
     environ = os.environ if environ is None else environ
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is not TOML's business
     except FileNotFoundError:
         raise ConfigError([Problem("--config", str(path), "file not found (copy config.toml from the project and edit it)")]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -459,7 +491,7 @@ def parse(
         domain=reader.get(s, "salesforce.domain", str, "", check_salesforce_domain),
         client_id=reader.get(s, "salesforce.client_id", str, ""),
         client_secret=reader.get(s, "salesforce.client_secret", str, ""),
-        company=reader.get(s, "salesforce.company", str, ""),
+        company=reader.get(s, "salesforce.company", str, "", lambda v: None if v == "" or v.strip() else "must not be blank: Salesforce refuses a lead without a Company"),
         api_version=reader.get(s, "salesforce.api_version", str, "59.0", api_version),
         lead_source=reader.get(s, "salesforce.lead_source", str, "Auth0"),
         on_duplicate=reader.get(s, "salesforce.on_duplicate", str, "adopt", _one_of("adopt", "allow_save", "skip")),
@@ -470,9 +502,9 @@ def parse(
 
     sc = reader.section("schedule", {"interval_seconds", "cycle_deadline_seconds", "watchdog_intervals"})
     schedule = ScheduleConfig(
-        interval_seconds=float(reader.get(sc, "schedule.interval_seconds", (int, float), 300, _at_least(1))),
-        cycle_deadline_seconds=float(reader.get(sc, "schedule.cycle_deadline_seconds", (int, float), 0, _at_least(0))),
-        watchdog_intervals=float(reader.get(sc, "schedule.watchdog_intervals", (int, float), 3, _at_least(2))),
+        interval_seconds=float(reader.get(sc, "schedule.interval_seconds", (int, float), 300, _between(1, 7 * DAY))),
+        cycle_deadline_seconds=float(reader.get(sc, "schedule.cycle_deadline_seconds", (int, float), 0, _between(0, 7 * DAY))),
+        watchdog_intervals=float(reader.get(sc, "schedule.watchdog_intervals", (int, float), 3, _between(2, 1000))),
     )
 
     st = reader.section("state", {"path"})
@@ -487,19 +519,21 @@ def parse(
     h = reader.section("http", {"ca_bundle", "timeout_seconds", "connect_timeout_seconds"})
     ca_bundle = reader.get(h, "http.ca_bundle", str, "")
     ca_path = _resolve(ca_bundle, base) if ca_bundle else None
-    if ca_path is not None and not ca_path.is_file():
-        problems.append(Problem("http.ca_bundle", repr(ca_bundle), f"no such file: {ca_path}"))
+    if ca_path is not None:
+        why = check_ca_bundle(ca_path)
+        if why:
+            problems.append(Problem("http.ca_bundle", repr(ca_bundle), why))
     http = HttpConfig(
         ca_bundle=ca_path,
-        timeout_seconds=float(reader.get(h, "http.timeout_seconds", (int, float), 30, _positive)),
-        connect_timeout_seconds=float(reader.get(h, "http.connect_timeout_seconds", (int, float), 10, _positive)),
+        timeout_seconds=float(reader.get(h, "http.timeout_seconds", (int, float), 30, _between(0, 3600, above=True))),
+        connect_timeout_seconds=float(reader.get(h, "http.connect_timeout_seconds", (int, float), 10, _between(0, 600, above=True))),
     )
 
     w = reader.section("work", {"max_attempts", "backoff_base_seconds", "backoff_cap_seconds", "concurrency"})
     work = WorkConfig(
-        max_attempts=reader.get(w, "work.max_attempts", int, 8, _at_least(1)),
-        backoff_base_seconds=float(reader.get(w, "work.backoff_base_seconds", (int, float), 60, _positive)),
-        backoff_cap_seconds=float(reader.get(w, "work.backoff_cap_seconds", (int, float), 6 * 3600, _positive)),
+        max_attempts=reader.get(w, "work.max_attempts", int, 8, _between(1, 1000)),
+        backoff_base_seconds=float(reader.get(w, "work.backoff_base_seconds", (int, float), 60, _between(0, 7 * DAY, above=True))),
+        backoff_cap_seconds=float(reader.get(w, "work.backoff_cap_seconds", (int, float), 6 * 3600, _between(0, 30 * DAY, above=True))),
         concurrency=reader.get(w, "work.concurrency", int, 4, lambda v: None if 1 <= v <= 32 else "must be between 1 and 32"),
     )
 

@@ -179,6 +179,8 @@ class Ledger:
 
     @classmethod
     def _open(cls, path: Path) -> sqlite3.Connection:
+        if path.is_dir():
+            raise StateError(f"[state] path {path} is a folder; name the database file, e.g. {path / 'state.db'}", code="state_unwritable")
         existed = path.exists() and path.stat().st_size > 0
         try:
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -189,6 +191,12 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise _corrupt(path, exc) from None
         _prepare(db, path, new=not existed)
+        try:  # a read-only file opens fine and fails at the first write: find out now
+            with _transaction(db):
+                db.execute("INSERT INTO meta (key, value) VALUES ('opened_at', '') ON CONFLICT(key) DO UPDATE SET value = ''")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise _corrupt(path, exc) from None
         return db
 
     @classmethod
@@ -516,6 +524,13 @@ class Ledger:
 
 
 def _corrupt(path: Path, exc: Exception) -> StateError:
+    if isinstance(exc, sqlite3.OperationalError) and "not a database" not in str(exc):
+        # Permissions, a read-only file system, a full disk: the file may be fine, we cannot write it.
+        return StateError(
+            f"cannot write the state database {path} ({exc}); the user running lead-poller needs write "
+            "access to the file and its folder (under systemd: StateDirectory=, [state] path inside it)",
+            code="state_unwritable",
+        )
     return StateError(
         f"the state database {path} is not a lead-poller database or is corrupt ({exc}); "
         "move it aside to start over (earlier logins will not be replayed unless [auth0] start_from says so)",

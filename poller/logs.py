@@ -35,8 +35,11 @@ PERSONAL_KEYS = frozenset({"email", "ip", "user_name", "emails"})
 # A match may only start where a run of address characters starts, and never gives back what it took
 # before the "@": linear time, so a long vendor answer cannot stall logging (an unanchored pattern
 # is quadratic on a long run of letters).
-EMAIL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9._%+\-'])[A-Za-z0-9._%+\-']++@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# \w is Unicode-aware: jürgen@bücher.de is an address too. Possessive, so a long value stays linear.
+EMAIL_IN_TEXT = re.compile(r"(?<![\w.%+\-'])[\w.%+\-']++@[\w.\-]+\.[^\W\d_]{2,}")
 IPV4_IN_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+# Candidates with two or more colons; only those ipaddress accepts are masked (not 12:34:56).
+IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?![\w:])")
 BEARER = re.compile(r"(Bearer|OAuth)\s+[A-Za-z0-9._~+/!=\-]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 MAX_TEXT = 4000  # characters kept of any one string value
@@ -119,7 +122,17 @@ class PersonalData:
             return text
         replace_email = _hash if self.mode == "hash" else mask_email
         text = EMAIL_IN_TEXT.sub(lambda m: replace_email(m.group(0)), text)
-        return IPV4_IN_TEXT.sub(lambda m: _hash(m.group(0)) if self.mode == "hash" else mask_ip(m.group(0)), text)
+        replace_ip = _hash if self.mode == "hash" else mask_ip
+        text = IPV6_CANDIDATE.sub(lambda m: replace_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
+        return IPV4_IN_TEXT.sub(lambda m: replace_ip(m.group(0)), text)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _personal = PersonalData()

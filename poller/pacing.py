@@ -10,6 +10,7 @@ time). Pacing before the limit costs a short wait; collecting 429s costs a waste
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class Interrupt:
 
     def sleep(self, seconds: float) -> bool:
         """Wait `seconds`. False (without waiting) if that would pass the deadline; False if stopped."""
-        if seconds <= 0:
+        if not math.isfinite(seconds) or seconds <= 0:
             return not self.should_stop
         remaining = self.remaining()
         if remaining is not None and seconds > remaining:
@@ -61,22 +62,26 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def retry_after_seconds(headers: Mapping[str, str], now: float, default: float = 1.0) -> float:
-    """How long a 429 asks us to wait: Retry-After (seconds), else x-ratelimit-reset (epoch) - now."""
+def _finite(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float, *, attempt: int = 1) -> float:
+    """How long a 429 asks us to wait: Retry-After (seconds), else x-ratelimit-reset (an absolute
+    UNIX time) - now; never less than a floor that doubles with each 429 in a row on the same call
+    (1 s, 2 s, 4 s ... 60 s). The floor matters: a reset already past (our clock a second ahead of
+    Auth0's) or a Retry-After of 0 would otherwise turn into a tight loop of 429s."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    retry_after = lowered.get("retry-after")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            pass
-    reset = lowered.get("x-ratelimit-reset")
-    if reset is not None:
-        try:
-            return max(0.0, float(reset) - now)
-        except ValueError:
-            pass
-    return default
+    asked = _finite(lowered.get("retry-after"))
+    if asked is None:
+        reset = _finite(lowered.get("x-ratelimit-reset"))
+        asked = reset - now if reset is not None else None
+    floor = min(60.0, 2.0 ** (attempt - 1))
+    return min(max(asked if asked is not None else floor, floor), 3600.0)
 
 
 class RateGate:
@@ -97,7 +102,7 @@ class RateGate:
             bucket = _Bucket(
                 limit=int(lowered.get("x-ratelimit-limit", "0") or 0) or None,
                 remaining=int(lowered["x-ratelimit-remaining"]),
-                reset_at=float(lowered["x-ratelimit-reset"]) if "x-ratelimit-reset" in lowered else None,
+                reset_at=_finite(lowered.get("x-ratelimit-reset")),
             )
         except ValueError:
             return  # a malformed header is no reason to stop; we just cannot pace on it

@@ -228,6 +228,7 @@ class Cycle:
         # mapping is unchecked): users who would get one wait, with this error as their reason.
         self.leads_held_by = leads_held_by
         self.report = CycleReport()
+        self._gave_way = False  # a call gave way to a stop request or the deadline
         self.log = log.bind(cycle_id=self.report.cycle_id)
 
     def run(
@@ -289,7 +290,7 @@ class Cycle:
                 checkpoint = next_checkpoint
             self._note_cut_short("ingest")
         except Interrupted:
-            self._note_cut_short("ingest")
+            self._note_cut_short("ingest", gave_way=True)
         except RetriableError as exc:
             # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
             report.ingest_error = exc.code
@@ -378,7 +379,7 @@ class Cycle:
         first batch always runs (unless a stop was requested): a batch that takes longer than the
         deadline still finishes, so no cycle ends without progress."""
         worked: set[str] = set()
-        while not (self.interrupt.stopping or (worked and self.interrupt.expired)):
+        while not (self.interrupt.stopping or self._gave_way or (worked and self.interrupt.expired)):
             batch = BATCH
             if self.settings.max_leads is not None:
                 room = self.settings.max_leads - self.report.leads_created
@@ -394,11 +395,11 @@ class Cycle:
             self._work_batch(rows)
         self._note_cut_short("work")
 
-    def _note_cut_short(self, stage: str) -> None:
+    def _note_cut_short(self, stage: str, gave_way: bool = False) -> None:
         """The stage's loop ended on a stop request or the deadline, not because it was done."""
         if self.interrupt.stopping:
             self.report.interrupted = True
-        elif self.interrupt.expired and not self.report.deadline_reached:
+        elif (self.interrupt.expired or gave_way or self._gave_way) and not self.report.deadline_reached:
             self.report.deadline_reached = True
             self.log.warning("cycle_deadline_reached", stage=stage, deadline_seconds=self.settings.deadline_seconds)
 
@@ -552,7 +553,11 @@ class Cycle:
         if not isinstance(error, RetriableError):
             raise error
         if isinstance(error, Interrupted):
-            return  # the user stays due; nothing was learnt about it
+            # The user stays due; nothing was learnt about it. A call gave way to a stop request, or
+            # to the deadline (a rate-limit wait would have passed it): no further batch this cycle,
+            # else the same untouched users would fill the next batch and the cycle would look done.
+            self._gave_way = True
+            return
         status = self.ledger.retry_later(
             row.user_id,
             error.code,

@@ -228,7 +228,7 @@ class SalesforceSink:
         for chunk in _query_chunks(unique, template):
             # One address is asked with `=`, the plainest SOQL every Salesforce-compatible API knows.
             soql = format_soql(template_one, chunk[0]) if len(chunk) == 1 else format_soql(template, chunk)
-            result = self._call(operation, lambda sf: sf.query(soql))
+            result = self._call(operation, lambda sf: sf.query_all(soql))
             for record in result.get("records", []) if isinstance(result, dict) else []:
                 email, lead_id = record.get("Email"), record.get("Id")
                 if isinstance(email, str) and isinstance(lead_id, str):

@@ -29,6 +29,9 @@ from poller.logs import get_logger
 
 log = get_logger("poller.daemon")
 
+# How long a stop request waits for the step in flight (the promise: exit within 10 s).
+STOP_GRACE_SECONDS = 8.0
+
 Notify = Callable[..., None]
 
 
@@ -112,8 +115,15 @@ class Daemon:
         log.info("daemon_started", interval_seconds=self.interval, state=str(self.app.config.state.path))
         self.notify(READY="1", STATUS="running")
         self.scheduler.start()  # returns after stop()
-        # Let the cycle in progress finish its current step and commit.
-        if self._cycle_lock.acquire(timeout=30):
-            self._cycle_lock.release()
+        # Let the cycle in progress finish its current step and commit. A call that hangs longer
+        # is not waited for: every finished step is committed already, and closing the database
+        # and HTTP clients under a thread still using them would crash the process.
+        if not self._cycle_lock.acquire(timeout=STOP_GRACE_SECONDS):
+            log.warning("stopping_without_waiting", grace_seconds=STOP_GRACE_SECONDS, note="a call is still in flight; every finished step is committed")
+            log.info("daemon_stopped", exit_code=int(self.exit_code))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(self.exit_code))
+        self._cycle_lock.release()
         log.info("daemon_stopped", exit_code=int(self.exit_code))
         return self.exit_code

@@ -125,8 +125,9 @@ def test_secrets_are_never_shown_in_problems():
 def test_ca_bundle_must_exist(tmp_path):
     missing = tmp_path / "nope.pem"
     assert "no such file" in problems_of(with_("http", ca_bundle=str(missing)))["http.ca_bundle"]
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text("PEM")
+    from poller.sandbox.tls import SandboxCA
+
+    bundle = SandboxCA().write_bundle(tmp_path / "ca.pem")
     assert parse(with_("http", ca_bundle=str(bundle))).http.ca_bundle == bundle
 
 
@@ -293,3 +294,44 @@ def test_metrics_are_off_by_default_and_listen_takes_host_and_port():
     for bad in ("9464", "127.0.0.1", "http://127.0.0.1:9464", "127.0.0.1:99999"):
         assert "host:port" in problems_of(with_("metrics", listen=bad))["metrics.listen"], bad
     assert "metrics.port" in problems_of(with_("metrics", port=9464))
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("http", "timeout_seconds", float("inf")),
+        ("http", "timeout_seconds", 1e300),
+        ("http", "timeout_seconds", float("nan")),
+        ("schedule", "interval_seconds", float("inf")),
+        ("schedule", "interval_seconds", 10 * 86400),
+        ("work", "max_attempts", 10**9),
+        ("work", "backoff_cap_seconds", 1e12),
+    ],
+)
+def test_numbers_must_be_finite_and_sane(section, key, value):
+    assert "at most" in problems_of(with_(section, **{key: value}))[f"{section}.{key}"]
+
+
+def test_blank_company_is_refused_before_every_lead_fails():
+    assert "blank" in problems_of(with_("salesforce", company="   "))["salesforce.company"]
+
+
+def test_start_from_log_id_must_be_ascii_digits():
+    assert "now" in problems_of(with_("auth0", start_from="١٢٣"))["auth0.start_from"]
+
+
+def test_ca_bundle_that_is_not_pem_is_a_config_problem(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("this is not a certificate")
+    assert "not a PEM bundle" in problems_of(with_("http", ca_bundle=str(bundle)))["http.ca_bundle"]
+
+
+def test_a_byte_order_mark_does_not_break_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    text = "\n".join(f"[{name}]\n" + "\n".join(f'{k} = "{v}"' for k, v in values.items()) for name, values in VALID.items())
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert config.load(path, environ={}).auth0.domain == "example.eu.auth0.com"
+
+
+def test_default_deadline_leaves_room_before_the_next_cycle():
+    assert parse(VALID).schedule.deadline_seconds == 240

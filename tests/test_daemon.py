@@ -86,3 +86,38 @@ def test_second_poller_on_the_same_state_exits_at_once_and_the_first_is_unaffect
     assert daemon.returncode == 0
     assert len(sandbox.salesforce.leads) == 3
     assert all(sandbox.auth0.users[u]["app_metadata"]["recordedAsLead"] for u in user_ids)
+
+
+def test_run_once_stops_cleanly_on_sigterm(sandbox, tenant):
+    seed(tenant, 20)
+    config = sandbox.write_config(work={"concurrency": 1})
+    holder: dict[str, int] = {}
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], signal.SIGTERM))
+    process = start_cli("--config", config, "--run-once", env=sandbox.env())
+    holder["pid"] = process.pid
+
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 0, stderr
+    finished = [e for e in _events(stdout) if e["event"] == "cycle_finished"]
+    assert finished[-1]["outcome"] == "interrupted" and finished[-1]["written_back"] < 20
+    assert run_cli("--config", config, "--run-once", env=sandbox.env()).code == 0
+    assert len(sandbox.salesforce.leads) == 20
+
+
+def test_daemon_does_not_wait_forever_for_a_hung_call_when_stopped(sandbox, tenant):
+    seed(tenant, 2)
+    holder: dict[str, int] = {}
+    # The write-back hangs (longer than the stop grace) and the stop request arrives meanwhile.
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", hang=True, then=lambda: os.kill(holder["pid"], signal.SIGTERM))
+    config = sandbox.write_config(schedule={"interval_seconds": 3600}, http={"timeout_seconds": 60}, work={"concurrency": 1})
+    daemon = start_cli("--config", config, env=sandbox.env())
+    holder["pid"] = daemon.pid
+
+    stdout, stderr = daemon.communicate(timeout=30)
+
+    assert daemon.returncode == 0, stderr  # not a crash from closing resources under the hung thread
+    names = [e["event"] for e in _events(stdout)]
+    assert "stopping_without_waiting" in names and names[-1] == "daemon_stopped"
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    assert {row[0] for row in db.execute("SELECT step FROM users")} == {"write_back"}  # the lead ids are kept

@@ -248,3 +248,29 @@ def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, 
     assert upsert.raw_path.endswith("/Auth0_User_Id__c/google-oauth2%7C1234567890")
     (lead,) = sandbox.salesforce.leads.values()
     assert lead["Auth0_User_Id__c"] == "google-oauth2|1234567890"
+
+
+def test_a_lookup_answered_in_several_pages_is_read_to_the_end(sandbox, tenant, cli):
+    """Salesforce pages query results (2,000 rows at a time): a lead on the second page must still be
+    found, or it would be created twice."""
+    first, second = sandbox.salesforce.add_leads(
+        [{"LastName": "A", "Company": "X", "Email": "pa@example.com"}, {"LastName": "B", "Company": "X", "Email": "pb@example.com"}]
+    )
+    tenant.user("auth0|pa", email="pa@example.com")
+    tenant.user("auth0|pb", email="pb@example.com")
+    tenant.logins("auth0|pa", "auth0|pb")
+    rest = r"/services/data/v[\d.]+"
+    attributes = {"type": "Lead"}
+    sandbox.salesforce.fail(
+        "GET", rest + "/query/?", status=200, times=1,
+        body={"totalSize": 2, "done": False, "nextRecordsUrl": "/services/data/v59.0/query/01gPAGE-2000", "records": [{"attributes": attributes, "Id": first, "Email": "pa@example.com"}]},
+    )
+    sandbox.salesforce.fail(
+        "GET", rest + "/query/01gPAGE-2000", status=200, times=1,
+        body={"totalSize": 2, "done": True, "records": [{"attributes": attributes, "Id": second, "Email": "pb@example.com"}]},
+    )
+
+    run = cli("--run-once")
+
+    assert run.code == 0
+    assert len(sandbox.salesforce.leads) == 2 and run.event("cycle_finished")["leads_reused"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -355,3 +356,25 @@ def test_reading_a_corrupt_or_newer_state_says_so(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateError):
         StateReader.open(path)
+
+
+def test_unwritable_state_is_told_apart_from_a_corrupt_one():
+    from poller.ledger import _corrupt
+
+    unwritable = _corrupt(Path("/var/lib/lead-poller/state.db"), sqlite3.OperationalError("attempt to write a readonly database"))
+    assert unwritable.code == "state_unwritable" and "write access" in str(unwritable)
+    corrupt = _corrupt(Path("/x.db"), sqlite3.DatabaseError("file is not a database"))
+    assert corrupt.code == "state_corrupt"
+
+
+def test_state_under_a_file_cannot_be_created_and_says_why(tmp_path, clock):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(StateError) as caught:
+        Ledger(blocker / "state.db", clock=clock)
+    assert caught.value.code == "state_unwritable"
+
+
+def test_state_path_that_is_a_folder_says_so(tmp_path, clock):
+    with pytest.raises(StateError, match="is a folder"):
+        Ledger(tmp_path, clock=clock)

@@ -155,3 +155,25 @@ def test_a_stalled_daemon_says_so_in_one_critical_line_and_exits_70(sandbox, ten
     assert run.code == 70
     (critical,) = [e for e in run.events if e["level"] == "critical"]
     assert critical["event"] == "daemon_stalled" and critical["limit_seconds"] == 2
+
+
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("Email: invalid email address: jürgen@bücher.de", "jürgen@bücher.de"),
+        ("duplicate of ana@exämple.com", "ana@exämple.com"),
+        ("login from 2001:db8::1 failed", "2001:db8::1"),
+        ("mapped ::ffff:203.0.113.7", "203.0.113.7"),
+    ],
+)
+def test_unicode_emails_and_ipv6_in_free_text_are_masked(text, hidden):
+    from poller.logs import PersonalData
+
+    for mode in ("mask", "hash"):
+        assert hidden not in PersonalData(mode).text(text)
+
+
+def test_times_are_not_mistaken_for_ipv6():
+    from poller.logs import PersonalData
+
+    assert PersonalData("mask").text("at 12:34:56 and 2026-12-01T12:34:56Z") == "at 12:34:56 and 2026-12-01T12:34:56Z"

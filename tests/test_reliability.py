@@ -271,3 +271,13 @@ def test_logs_whose_dates_and_ids_disagree_are_not_lost_on_first_start(sandbox, 
         run = cli("--run-once", config=config)
         assert run.code == 0
         assert run.event("cycle_finished")["login_events"] == 2, start_from
+
+
+def test_a_salesforce_outage_is_a_warning_not_just_info(sandbox, tenant, cli):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    sandbox.salesforce.fail("POST", "/services/oauth2/token", status=503, body="Service Unavailable", times=-1)
+    run = cli("--run-once")
+    assert run.code == 75
+    finished = run.event("cycle_finished")
+    assert finished["level"] == "warning" and finished["outcome"] == "partial"
