@@ -240,10 +240,11 @@ class Auth0Source:
         next_checkpoint = None
         for event in reversed(events):
             log_id = event.get("log_id") or event.get("_id")
-            if isinstance(log_id, str) and log_id:
+            if _is_log_id(log_id):
                 next_checkpoint = log_id
                 break
         if next_checkpoint is None and body:
+            # No usable id on the page: Auth0's own instruction is to follow the Link header's `next`.
             next_checkpoint = _from_link(response.headers.get("link"))
         return events, next_checkpoint
 
@@ -468,6 +469,12 @@ def _profile(response: Any) -> dict[str, Any]:
         return body
     data = getattr(response, "data", None)
     return data.dict() if hasattr(data, "dict") else {}
+
+
+def _is_log_id(value: Any) -> bool:
+    """Auth0 log ids are long strings of ASCII digits. Anything else (a damaged event) must never
+    become the checkpoint: Auth0 would refuse it as `from` and the stream would stop for good."""
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isascii() and value.isdigit()
 
 
 def _from_link(link: str | None) -> str | None:

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("user_ids", nargs="*", metavar="USER_ID")
     retry.add_argument("--all-failed", action="store_true", help="every failed user")
 
+    reset = commands.add_parser(
+        "reset-checkpoint",
+        parents=[common],
+        help="forget the log stream position (the next run starts from [auth0] start_from), or --to a log_id; stop the daemon first",
+    )
+    reset.add_argument("--to", metavar="LOG_ID", help="a log_id to read on from, exactly as Auth0 gave it")
+
     commands.add_parser("check", parents=[common], help="read-only preflight: one line per check; non-zero exit if one fails")
 
     status = commands.add_parser("status", parents=[common], help="where lead-poller stands, from the state database only (no network)")
@@ -106,9 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(check.run(config_path, out=sys.stdout))
         if args.command == "status":
             return _status(config_path, as_json=args.json, as_prometheus=args.prometheus)
+        if args.command in ("retry", "reset-checkpoint"):
+            # State edits call no vendor: the service's secrets are not needed to run them.
+            config = config_module.load(config_path, require_secrets=False)
+            if args.command == "retry":
+                return _retry(config, args.user_ids, args.all_failed)
+            return _reset_checkpoint(config, args.to)
         config = load_config(config_path, dry_run=dry_run)
-        if args.command == "retry":
-            return _retry(config, args.user_ids, args.all_failed)
         return _run(config, once=args.run_once, dry_run=dry_run)
     except UsageError as exc:
         print(f"lead-poller{' ' + args.command if args.command else ''}: {exc}", file=sys.stderr)
@@ -269,9 +280,27 @@ def _retry(config: config_module.Config, user_ids: list[str], all_failed: bool) 
         return int(ExitCode.CONFIG)
     import time
 
-    with Ledger(config.state.path, clock=time.time) as ledger:
+    # Beside a running daemon too: a requeue is one SQLite transaction.
+    with Ledger(config.state.path, clock=time.time, exclusive=False) as ledger:
         count = ledger.requeue_failed(None if all_failed else user_ids)
+    if count == 0 and not all_failed:
+        print(f"no failed user among {', '.join(user_ids)}; nothing changed", file=sys.stderr)
+        return int(ExitCode.OK)
     print(f"{count} user(s) pending again; the next cycle works them")
+    return int(ExitCode.OK)
+
+
+def _reset_checkpoint(config: config_module.Config, to: str | None) -> int:
+    import time
+
+    from poller.ledger import Ledger
+
+    if to is not None and not (to.isascii() and to.isdigit()):
+        raise UsageError(f"--to {to!r}: a log_id is digits, exactly as Auth0 gave it")
+    with Ledger(config.state.path, clock=time.time) as ledger:  # the poller must be stopped
+        previous = ledger.reset_checkpoint(to)
+    where = f"log_id {to}" if to else f"[auth0] start_from = {config.auth0.start_from!r}"
+    print(f"checkpoint {previous or '(none)'} forgotten; the next run reads from {where}")
     return int(ExitCode.OK)
 
 

@@ -70,7 +70,7 @@ RULES: tuple[Rule, ...] = (
     R("auth0", "*", "429", None, Next.WAIT, "auth0_rate_limited", "rate limit: wait until x-ratelimit-reset (or Retry-After), then continue; users never fail because of it"),
     R("auth0", "*", "401", None, Next.REFRESH, "auth0_token_rejected", "token expired or revoked: a new token is fetched once; a second 401 stops the cycle"),
     R("auth0", "*", "403", None, Next.FATAL, "auth0_forbidden", "a scope is missing: grant read:logs, read:users and update:users_app_metadata to the application"),
-    R("auth0", "logs", "400", None, Next.FATAL, "auth0_checkpoint_rejected", "Auth0 rejected the stored checkpoint as malformed; nothing was skipped: fix or reset [auth0] start_from and the state"),
+    R("auth0", "logs", "400", None, Next.FATAL, "auth0_checkpoint_rejected", "Auth0 rejected the stored checkpoint as malformed; nothing was skipped: `lead-poller reset-checkpoint` (optionally --to a log_id) and run again"),
     R("auth0", "user_read", "404", None, Next.NOT_FOUND, "user_not_found", "the log's user id may be a linked secondary identity: its primary user is looked up, else user_not_found is recorded"),
     R("auth0", "user_write", "404", None, Next.NOT_FOUND, "user_not_found", "a linked secondary identity: the flag is written on its primary user; if there is none (deleted), user_not_found is recorded and the lead stays"),
     R("auth0", "user_read", "400", None, Next.PERMANENT, "auth0_bad_user_id", "Auth0 refused the user id"),

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from poller.errors import StateError, StateLocked
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Reasons for `skipped` that a later login should re-check: the profile may have changed since, or the
 # user was only seen signing in through an application or connection the filters leave out.
@@ -111,6 +111,11 @@ CREATE TABLE salesforce_describe (
     body       TEXT NOT NULL
 );
 """,
+    # The email a lead write in flight was sent with, kept only until its outcome is known: if the
+    # user changes their address before an uncertain write is retried, the lead is still found.
+    3: """
+ALTER TABLE users ADD COLUMN intent_email TEXT;
+""",
 }
 
 # Cycle summary fields that are running totals (the name in `totals` is the summary key).
@@ -138,13 +143,16 @@ class UserRow:
     attempts: int
     next_attempt_at: float
     updated_at: float = 0.0  # when a step last changed the row (a login alone does not)
+    intent_email: str | None = None  # the address an uncertain lead write was sent with
 
 
 class Ledger:
-    def __init__(self, path: Path, *, clock: Callable[[], float]) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float], exclusive: bool = True) -> None:
+        """`exclusive=False` is for short edits beside a running poller (`retry`): SQLite's own
+        transactions keep them safe; only a poller needs the state to itself."""
         self.path = path
         self._clock = clock
-        self._lock_file = self._acquire_lock(path)
+        self._lock_file = self._acquire_lock(path) if exclusive else None
         try:
             self._db = self._open(path)
         except BaseException:
@@ -393,26 +401,28 @@ class Ledger:
         row = self._db.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return None if row is None else _row(row)
 
-    def begin_lead_write(self, user_ids: Iterable[str]) -> None:
-        """Intent: a lead write for these users is about to be sent (it may happen even if we die)."""
+    def begin_lead_write(self, intents: Iterable[tuple[str, str]]) -> None:
+        """Intent: a lead write for these (user id, email) is about to be sent (it may happen even if
+        we die). The email is kept with it until the outcome is known."""
         now = self._clock()
         with _transaction(self._db):
             self._db.executemany(
-                "UPDATE users SET step = 'lead_write', updated_at = ? WHERE user_id = ? AND status = 'pending'",
-                [(now, u) for u in user_ids],
+                "UPDATE users SET step = 'lead_write', intent_email = COALESCE(intent_email, ?), updated_at = ? "
+                "WHERE user_id = ? AND status = 'pending'",
+                [(email.lower(), now, user_id) for user_id, email in intents],
             )
 
     def lead_known(self, user_id: str, lead_id: str) -> None:
         with _transaction(self._db):
             self._db.execute(
-                "UPDATE users SET step = 'write_back', lead_id = ?, updated_at = ? WHERE user_id = ?",
+                "UPDATE users SET step = 'write_back', lead_id = ?, intent_email = NULL, updated_at = ? WHERE user_id = ?",
                 (lead_id, self._clock(), user_id),
             )
 
     def mark_recorded(self, user_id: str, lead_id: str | None, reason: str | None = None) -> None:
         with _transaction(self._db):
             self._db.execute(
-                "UPDATE users SET status = 'recorded', step = NULL, lead_id = COALESCE(?, lead_id), reason = ?, "
+                "UPDATE users SET status = 'recorded', step = NULL, intent_email = NULL, lead_id = COALESCE(?, lead_id), reason = ?, "
                 "next_attempt_at = 0, updated_at = ? WHERE user_id = ?",
                 (lead_id, reason, self._clock(), user_id),
             )
@@ -420,7 +430,7 @@ class Ledger:
     def mark_skipped(self, user_id: str, reason: str) -> None:
         with _transaction(self._db):
             self._db.execute(
-                "UPDATE users SET status = 'skipped', step = NULL, reason = ?, updated_at = ? WHERE user_id = ?",
+                "UPDATE users SET status = 'skipped', step = NULL, intent_email = NULL, reason = ?, updated_at = ? WHERE user_id = ?",
                 (reason, self._clock(), user_id),
             )
 
@@ -456,6 +466,16 @@ class Ledger:
                 (code, attempts, now + delay, now, user_id),
             )
         return PENDING
+
+    def reset_checkpoint(self, log_id: str | None = None) -> str | None:
+        """Forget the stream position (the next cycle starts from [auth0] start_from), or set it to
+        `log_id`. Returns the checkpoint it replaced. Users already in the ledger are kept."""
+        with _transaction(self._db):
+            previous = self.get_meta("checkpoint")
+            self._db.execute("DELETE FROM meta WHERE key IN ('checkpoint', 'checkpoint_at', 'checkpoint_date', 'start_from_override', 'retention_gap_warned')")
+            if log_id is not None:
+                self._set_checkpoint(log_id)
+        return previous
 
     def requeue_failed(self, user_ids: Iterable[str] | None = None) -> int:
         """Make failed users pending again (all of them when `user_ids` is None). Returns the count."""
@@ -627,6 +647,7 @@ def _row(row: sqlite3.Row) -> UserRow:
         attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"],
         updated_at=row["updated_at"],
+        intent_email=row["intent_email"] if "intent_email" in row.keys() else None,
     )
 
 

@@ -448,7 +448,10 @@ class Cycle:
         Users of one batch who share an email share one lead."""
         ready: list[tuple[UserRow, str]] = []
         try:
-            existing = self.sink.find_leads(c.email for c in candidates)
+            # A resumed user whose earlier write may have happened is also looked up by the address
+            # that write was sent with, in case the profile's email changed since.
+            emails = [c.email for c in candidates] + [c.row.intent_email for c in candidates if c.row.intent_email]
+            existing = self.sink.find_leads(emails)
         except (RetriableError, PermanentError) as exc:
             self._pause_if_limit(exc)
             for candidate in candidates:
@@ -457,7 +460,7 @@ class Cycle:
 
         groups: dict[str, list[_Candidate]] = {}
         for candidate in candidates:
-            lead_id = existing.get(candidate.email.lower())
+            lead_id = existing.get(candidate.email.lower()) or existing.get(candidate.row.intent_email or "")
             if lead_id:
                 self.ledger.lead_known(candidate.row.user_id, lead_id)
                 self.report.leads_reused += 1
@@ -488,7 +491,7 @@ class Cycle:
                 self.report.lead_cap_reached = True
             if not group_list:
                 return ready
-        self.ledger.begin_lead_write(c.row.user_id for group in group_list for c in group)
+        self.ledger.begin_lead_write((c.row.user_id, c.email) for group in group_list for c in group)
         writes = [self.make_write(group[0].row.user_id, group[0].lead) for group in group_list]
         try:
             results = self.sink.write_leads(writes)

@@ -103,3 +103,28 @@ def test_sigkill_at_each_step_boundary_then_rerun(point, mode, sandbox, tenant):
     assert "recordedAsLead" not in (sandbox.auth0.users["sms|+15555550123"].get("app_metadata") or {})
     if mode == "upsert":
         assert {lead["Auth0_User_Id__c"] for lead in sandbox.salesforce.leads.values()} == eligible
+
+
+def test_an_uncertain_write_is_found_even_if_the_email_changed_before_the_retry(sandbox, tenant):
+    """The lead was written but the answer was lost; before the retry the user changed address."""
+    tenant.user("auth0|mover", email="old@example.com")
+    tenant.logins("auth0|mover")
+    config = sandbox.write_config()
+    sandbox.salesforce.fail("POST", REST + "/sobjects/Lead/?", after=True, drop=True)
+
+    first = run_cli("--config", config, "--run-once", env=sandbox.env())
+
+    assert first.code == 75 and len(sandbox.salesforce.leads) == 1
+    sandbox.auth0.users["auth0|mover"]["email"] = "new@example.com"
+    import sqlite3
+
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    db.execute("UPDATE users SET next_attempt_at = 0")
+    db.commit()
+    second = run_cli("--config", config, "--run-once", env=sandbox.env())
+    (intent,) = db.execute("SELECT intent_email FROM users").fetchone()
+    db.close()
+    assert second.code == 0
+    assert len(sandbox.salesforce.leads) == 1  # found by the address the first write used
+    assert sandbox.auth0.users["auth0|mover"]["app_metadata"]["salesforceLeadId"] in sandbox.salesforce.leads
+    assert intent is None  # the address is not kept once the outcome is known

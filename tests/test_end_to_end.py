@@ -274,3 +274,37 @@ def test_a_lookup_answered_in_several_pages_is_read_to_the_end(sandbox, tenant, 
 
     assert run.code == 0
     assert len(sandbox.salesforce.leads) == 2 and run.event("cycle_finished")["leads_reused"] == 2
+
+
+def test_reset_checkpoint_unwedges_a_refused_checkpoint(sandbox, tenant, cli):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    assert cli("--run-once").code == 0
+    sandbox.auth0.fail("GET", "/api/v2/logs", status=400, times=1, body={"statusCode": 400, "error": "Bad Request", "message": "Invalid request URI", "errorCode": "invalid_uri"})
+    refused = cli("--run-once")
+    assert refused.code == 65 and "reset-checkpoint" in refused.stderr
+
+    reset = run_cli_without_secrets(sandbox, "reset-checkpoint")
+    assert reset.code == 0 and "forgotten" in reset.stdout
+    tenant.user("auth0|b")
+    tenant.logins("auth0|b")
+    assert cli("--run-once").code == 0  # start_from = "oldest" again: a's login is read again, harmlessly
+    assert len(sandbox.salesforce.leads) == 2
+
+
+def run_cli_without_secrets(sandbox, *args):
+    from tests.conftest import run_cli
+
+    return run_cli("--config", sandbox.workdir / "config.toml", *args)
+
+
+def test_retry_needs_no_secrets_and_works_beside_a_running_poller(sandbox, tenant, cli):
+    from poller.ledger import Ledger
+
+    tenant.user("auth0|f")
+    tenant.logins("auth0|f")
+    sandbox.salesforce.validation_rules.append(lambda lead: "no")
+    assert cli("--run-once").code == 0
+    with Ledger(sandbox.workdir / "state.db", clock=lambda: 0.0):  # a poller holds the state
+        run = run_cli_without_secrets(sandbox, "retry", "auth0|f")
+    assert run.code == 0 and "1 user(s) pending again" in run.stdout

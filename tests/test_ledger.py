@@ -74,11 +74,12 @@ def test_skipped_for_a_recheckable_reason_comes_back_on_next_login(ledger):
 
 def test_intent_then_lead_then_recorded(ledger):
     ledger.record_page([login("auth0|a")], "1")
-    ledger.begin_lead_write(["auth0|a"])
+    ledger.begin_lead_write([("auth0|a", "A@example.com")])
+    assert ledger.get("auth0|a").intent_email == "a@example.com"
     assert ledger.get("auth0|a").step == "lead_write"
     ledger.lead_known("auth0|a", "00Q1")
     row = ledger.get("auth0|a")
-    assert (row.status, row.step, row.lead_id) == ("pending", "write_back", "00Q1")
+    assert (row.status, row.step, row.lead_id, row.intent_email) == ("pending", "write_back", "00Q1", None)
     ledger.mark_recorded("auth0|a", "00Q1")
     assert ledger.get("auth0|a").step is None
 
@@ -187,7 +188,7 @@ def test_a_version_1_state_is_migrated_in_place_and_keeps_everything(tmp_path, c
     db.close()
 
     with Ledger(path, clock=clock) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.schema_version == SCHEMA_VERSION == 4
         assert ledger.checkpoint == "777"
         assert ledger.get("auth0|old").lead_id == "00Q1"
         assert ledger.cached_describe("Lead") is None
@@ -300,7 +301,7 @@ def test_a_version_1_database_is_migrated_with_totals_from_its_cycle_history(tmp
         assert (reader.schema_version, reader.totals()) == (1, {})
 
     with Ledger(path, clock=clock) as ledger:
-        assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
         assert ledger.checkpoint == "0007" and ledger.get("auth0|old").status == "failed"
 
     with StateReader.open(path) as reader:
