@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Union
 
-__all__ = ["QueryError", "parse", "matches", "compile_query", "Query", "DEFAULT_CASE_INSENSITIVE"]
+__all__ = ["QueryError", "parse", "matches", "compile_query", "exact_values", "Query", "DEFAULT_CASE_INSENSITIVE"]
 
 
 class QueryError(ValueError):
@@ -496,6 +496,17 @@ def _eval(q: Query, doc: dict, ci_fields: frozenset[str]) -> bool:
         values = [v for v in doc.values() if isinstance(v, str)]
         return _value_matches(values, q.value, True)
     return _value_matches(_resolve(doc, q.name), q.value, q.name in ci_fields)
+
+
+def exact_values(query: Query, field: str) -> frozenset[str] | None:
+    """The values of a query that only asks for `field` to equal one of some exact terms
+    (`user_id:"a"`, `user_id:("a" OR "b")`), so an emulator can answer it from an index; else None."""
+    if not isinstance(query, Field) or query.name != field:
+        return None
+    items = query.value.items if isinstance(query.value, ValueOr) else (query.value,)
+    if not all(isinstance(item, Term) and not item.wild for item in items):
+        return None
+    return frozenset(item.value for item in items)
 
 
 def compile_query(text: str, *, case_insensitive_fields: Iterable[str] = ()):

@@ -32,6 +32,8 @@ __all__ = [
     "demo_scenario",
     "BenchScenario",
     "bench_scenario",
+    "DayLaterScenario",
+    "day_later_scenario",
 ]
 
 #: What the scenarios count as "a login" (shared/reference/auth0.md §3's recommended filter).
@@ -817,3 +819,76 @@ def bench_scenario(events: int, users: int, need_lead: int, seed: int = 1,
     }
     return BenchScenario(users=user_list, event_count=events, need_lead_ids=need_ids, seed=seed,
                          start=_utc(start), expected=expected)
+
+
+@dataclass
+class DayLaterScenario:
+    """A bench tenant a day later: `users` are the newcomers (add them to the tenant), `events()` the
+    new log events, all after the base scenario's. A share of the events comes from the newcomers
+    (each signs in once: an `s` followed by its `seacft`, as a Universal Login flow logs it); every
+    other event comes from users who signed in during the base scenario, so the ledger knows them."""
+
+    users: list[dict]
+    event_count: int
+    need_lead_ids: list[str]
+    seen_user_ids: list[str]
+    seed: int
+    start: datetime
+    first_seq: int
+    expected: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.events()
+
+    def __len__(self) -> int:
+        return self.event_count
+
+    def events(self) -> Iterator[dict]:
+        rng = random.Random(f"day-later-events:{self.seed}")
+        emails = {u["user_id"]: u.get("email") for u in self.users}
+        # The newcomers' sign-ins (two events each) start at evenly spread positions.
+        spacing = self.event_count // max(len(self.need_lead_ids), 1)  # >= 2: room for both events
+        starts = {k * spacing: uid for k, uid in enumerate(self.need_lead_ids)}
+        other_types = ["seacft", "sertft", "ssa", "seccft", "fu", "fp", "slo", "f"]
+        other_weights = [20, 20, 15, 10, 10, 10, 10, 5]
+        when = self.start
+        follow_up: str | None = None  # a newcomer whose seacft comes next
+        for i in range(self.event_count):
+            when += timedelta(milliseconds=rng.randint(50, 1500))
+            seq = self.first_seq + i
+            if follow_up is not None:
+                uid, follow_up = follow_up, None
+                yield log_event("seacft", user_id=uid, when=when, seq=seq, rng=rng, user_name=emails[uid])
+                continue
+            if i in starts:
+                uid = follow_up = starts[i]
+                yield log_event("s", user_id=uid, when=when, seq=seq, rng=rng, user_name=emails[uid])
+                continue
+            if i % 2 == 0:
+                uid = rng.choice(self.seen_user_ids)
+                t = rng.choices(["s", "scoa", "sepft"], [8, 1, 1])[0]
+            else:
+                t = rng.choices(other_types, other_weights)[0]
+                uid = None if t in ("seccft", "fu") or (t == "f" and rng.random() < 0.5) else rng.choice(self.seen_user_ids)
+            yield log_event(t, user_id=uid, when=when, seq=seq, rng=rng)
+
+
+def day_later_scenario(base: BenchScenario, events: int = 20_000, new_share: float = 0.01, seed: int = 2) -> DayLaterScenario:
+    """`base`'s tenant a day later: `events` new log events, `new_share` of them from users never seen
+    before (who all need a lead), the rest from users who signed in during `base`."""
+    if not 0 <= new_share <= 1:
+        raise ValueError("new_share is a fraction between 0 and 1")
+    newcomers = round(events * new_share) // 2
+    if newcomers * 2 > events:
+        raise ValueError("not enough events for the newcomers")
+    seen = sorted({e["user_id"] for e in base.events() if e["type"] in LOGIN_TYPES and e.get("user_id")})
+    rng = random.Random(f"day-later-users:{seed}")
+    users = []
+    for i in range(newcomers):
+        given, family = rng.choice(_FIRST), rng.choice(_LAST)
+        email = f"{_ascii_slug(given)}.{_ascii_slug(family)}.new{i}@example.com"
+        users.append(user_profile(_new_user_id(rng, "auth0"), email=email, given_name=given, family_name=family))
+    ids = [u["user_id"] for u in users]
+    expected = {"eligible_user_ids": sorted(ids), "event_count": events}
+    return DayLaterScenario(users=users, event_count=events, need_lead_ids=ids, seen_user_ids=seen, seed=seed,
+                            start=base.start + timedelta(days=1), first_seq=base.event_count + 1, expected=expected)

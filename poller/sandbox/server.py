@@ -8,6 +8,10 @@ connection, or a failure *after* the real handler ran (the write happened, the r
 
 Requests no route expects are answered 404 and kept in `unexpected`, so a test can check that nothing
 called an endpoint it should not have.
+
+`latency` (seconds, default 0) holds every response that long before it is sent, on the request's own
+thread, as a network round trip would: concurrent requests wait side by side, not in turn. The
+benchmark uses it to show what concurrency buys when each call costs real time.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class Emulator:
         self._faults: list[Fault] = []
         self._lock = threading.RLock()  # guards state of subclasses too: handlers run on many threads
         self._stopping = threading.Event()
+        self.latency = 0.0  # seconds added before each response is sent (see the module docstring)
         self.requests: list[Recorded] = []
         self.unexpected: list[Recorded] = []
         self._server: ThreadingHTTPServer | None = None
@@ -227,6 +232,8 @@ class Emulator:
                     return
 
         self._record(request, response.status, expected=handler is not None or fault is not None)
+        if self.latency > 0:
+            self._stopping.wait(self.latency)  # ends early when the emulator stops
         payload, headers = response.encode()
         headers = {**self.common_headers(request, response), **headers}
         http.send_response(response.status)

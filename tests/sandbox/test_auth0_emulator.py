@@ -21,6 +21,7 @@ from poller.sandbox.auth0 import Auth0Emulator, RateLimits, TokenBucket, log_sor
 from poller.sandbox.scenario import (
     LOGIN_TYPES,
     bench_scenario,
+    day_later_scenario,
     demo_scenario,
     log_event,
     make_log_id,
@@ -453,6 +454,27 @@ def test_user_search(populated, http):
     assert bad.status_code == 400
 
 
+def test_user_search_by_ids_is_answered_from_the_index_with_the_same_rules(populated, http):
+    emu = populated
+    token = get_token(http, emu)
+    emu.search_index_lag = {"auth0|a2"}
+    assert ids(search(http, emu, token, q='user_id:("auth0|a2" OR "auth0|a1" OR "auth0|gone")')) == ["auth0|a1"]
+    assert lucene.exact_values(lucene.parse('user_id:("a" OR "b")'), "user_id") == {"a", "b"}
+    assert lucene.exact_values(lucene.parse('user_id:"a"'), "user_id") == {"a"}
+    for other in ('user_id:a*', 'user_id:"a" OR email:"b"', 'email:"a"', 'user_id:("a" AND "b")'):
+        assert lucene.exact_values(lucene.parse(other), "user_id") is None
+
+
+def test_latency_holds_every_response_until_the_emulator_stops(start_emulator, bundle):
+    emu = start_emulator()
+    with httpx.Client(verify=tls(bundle), timeout=0.2) as quick:
+        assert quick.post(f"{emu.base_url}/oauth/token", data={}).status_code == 400  # no latency by default
+        emu.latency = 600.0
+        with pytest.raises(httpx.ReadTimeout):
+            quick.post(f"{emu.base_url}/oauth/token", data={})
+    emu.stop()  # releases the held handler instead of waiting out the latency
+
+
 def test_user_search_with_sdk(populated, http, bundle):
     emu = populated
     pager = sdk(emu, get_token(http, emu), bundle).users.list(q='user_id:("auth0|a1" OR "auth0|a2")',
@@ -687,6 +709,24 @@ def test_demo_scenario_through_the_emulator(emu, http):
     assert got == sc.logs
     deleted = sc.expected["deleted_user_ids"][0]
     assert api(http, emu, token, "GET", f"/users/{deleted}").status_code == 404
+
+
+def test_day_later_scenario_follows_its_base():
+    base = bench_scenario(events=600, users=80, need_lead=20, seed=3)
+    day = day_later_scenario(base, events=400, new_share=0.05, seed=4)
+    events = list(day.events())
+    assert len(events) == 400 and events == list(day)
+    last_base = max((e["log_id"] for e in base.events()), key=log_sort_key)
+    assert all(log_sort_key(e["log_id"]) > log_sort_key(last_base) for e in events)
+    assert [e["log_id"] for e in events] == sorted((e["log_id"] for e in events), key=log_sort_key)
+    newcomers = set(day.need_lead_ids)
+    assert len(newcomers) == 10 == len(day.users)
+    from_newcomers = [e for e in events if e.get("user_id") in newcomers]
+    assert len(from_newcomers) == 20  # 5% of the events: each newcomer's s and seacft
+    assert {e["user_id"] for e in from_newcomers if e["type"] == "s"} == newcomers
+    seen = set(day.seen_user_ids)
+    others = {e["user_id"] for e in events if e.get("user_id") and e["user_id"] not in newcomers}
+    assert others <= seen
 
 
 def test_bench_scenario_streams():
