@@ -73,6 +73,7 @@ class App:
             backoff_base_seconds=config.work.backoff_base_seconds,
             backoff_cap_seconds=config.work.backoff_cap_seconds,
             deadline_seconds=config.schedule.deadline_seconds,
+            batch_profile_reads=config.work.batch_profile_reads,
         )
         self._org: tuple[float, dict[str, OrgField]] | None = None
         for rule in self.rules.mapping.fields:

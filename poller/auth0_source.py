@@ -39,6 +39,9 @@ PAGE_SIZE = 100  # the API's maximum `take` (and `per_page` of a search)
 SEARCH_CAP = 1000  # log search and user search return at most 1,000 results per query
 # Users not yet flagged, in Auth0's documented form (a pure negative query is not documented).
 UNFLAGGED_USERS = "(NOT _exists_:app_metadata.recordedAsLead OR app_metadata.recordedAsLead:false)"
+# Characters of a user search's q, URL-encoded. Auth0 documents no limit; long URLs get 414 from
+# proxies past about 8 KB, so stay well under.
+MAX_SEARCH_QUERY = 6_000
 SAME_CALL_RETRIES = 2  # quick retries of an idempotent call on 5xx/timeouts before it counts as a failure
 
 
@@ -133,10 +136,15 @@ class Auth0Source:
         )
         self._token = _Token(self._fetch_token, clock)
         self._sdk = Auth0(base_url=f"{self.base_url}/api/v2", token=self._token.get, httpx_client=self._http, max_retries=0)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="auth0")
+        # Reads and write-backs have rate-limit buckets of their own, and run side by side (the cycle
+        # writes back one batch while it reads the next): a worker waiting for the write bucket must
+        # not hold up a read.
+        self._read_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="auth0-read")
+        self._write_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="auth0-write")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._read_pool.shutdown(wait=True, cancel_futures=True)
+        self._write_pool.shutdown(wait=True, cancel_futures=True)
         self._http.close()
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -178,10 +186,8 @@ class Auth0Source:
         quick_retries = 0
         waits = 0
         while True:
-            if self.interrupt.stopping or not self.gate.take(group, self.interrupt):
-                raise Interrupted()
             try:
-                return send()
+                return self._send(group, send)
             except ApiError as exc:
                 status, headers, body = exc.status_code or 0, exc.headers or {}, exc.body
                 rule = failures.lookup("auth0", operation, status, _error_code(body))
@@ -218,6 +224,15 @@ class Auth0Source:
             if rule.next is Next.NOT_FOUND:
                 raise _NotFoundSignal()
             raise PermanentError(f"Auth0 {operation}: {detail}", code=rule.code)
+
+    def _send(self, group: str, send: Callable[[], T]) -> T:
+        """One attempt, paced by the rate gate (which sees the answer through the response hook)."""
+        if self.interrupt.stopping or not self.gate.acquire(group, self.interrupt):
+            raise Interrupted()
+        try:
+            return send()
+        finally:
+            self.gate.release(group)
 
     # --- logs ---------------------------------------------------------------------------------
 
@@ -266,16 +281,25 @@ class Auth0Source:
 
         return self._call("logs", "logs", send, idempotent=True)
 
-    def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _get_list(self, path: str, params: dict[str, Any], *, group: str, operation: str, key: str, idempotent: bool = True) -> list[dict[str, Any]]:
+        """A GET that answers a JSON array (or the paginated `{key: [...]}` form) of objects; anything
+        else reads as an empty list."""
+
         def send() -> httpx.Response:
-            response = self._http.get("/api/v2/logs", params=params, headers=self._auth())
+            response = self._http.get(path, params=params, headers=self._auth())
             _raise_for_status(response)
             return response
 
-        body = _json_or_none(self._call("logs", "logs", send, idempotent=True))
+        body = _json_or_none(self._call(group, operation, send, idempotent=idempotent))
         if isinstance(body, dict):
-            body = body.get("logs")
-        return [e for e in body if isinstance(e, dict)] if isinstance(body, list) else []
+            body = body.get(key)
+        return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
+    def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._get_list("/api/v2/logs", params, group="logs", operation="logs", key="logs")
+
+    def _search_users(self, params: dict[str, Any], *, idempotent: bool = True) -> list[dict[str, Any]]:
+        return self._get_list("/api/v2/users", params, group="users_read", operation="user_search", key="users", idempotent=idempotent)
 
     def find_start(self, start_from: str) -> tuple[str | None, list[dict[str, Any]]]:
         """Where a state with no checkpoint starts: (checkpoint, events to take in with it).
@@ -332,16 +356,7 @@ class Auth0Source:
                 "per_page": PAGE_SIZE,
                 "page": number,
             }
-
-            def send() -> httpx.Response:
-                response = self._http.get("/api/v2/users", params=params, headers=self._auth())
-                _raise_for_status(response)
-                return response
-
-            body = _json_or_none(self._call("users_read", "user_search", send, idempotent=True))
-            if isinstance(body, dict):
-                body = body.get("users")
-            return [u for u in body if isinstance(u, dict)] if isinstance(body, list) else []
+            return self._search_users(params)
 
         for users in _sliced(page, None, order_key="created_at", id_key="user_id", what="users"):
             yield [u["user_id"] for u in users if isinstance(u.get("user_id"), str) and u["user_id"]]
@@ -377,27 +392,46 @@ class Auth0Source:
         if not bare_id:
             return None
         query = f'identities.user_id:"{_lucene_escape(bare_id)}"'
-
-        def send() -> httpx.Response:
-            response = self._http.get("/api/v2/users", params={"q": query, "search_engine": "v3", "per_page": 10}, headers=self._auth())
-            _raise_for_status(response)
-            return response
-
         try:
-            body = _json_or_none(self._call("users_read", "user_search", send, idempotent=True))
+            users = self._search_users({"q": query, "search_engine": "v3", "per_page": 10})
         except (PermanentError, _NotFoundSignal):
             return None
-        for user in body if isinstance(body, list) else []:
-            identities = user.get("identities") if isinstance(user, dict) else None
+        for user in users:
+            identities = user.get("identities")
             for identity in identities if isinstance(identities, list) else []:
                 if isinstance(identity, dict) and str(identity.get("user_id")) == bare_id and identity.get("provider") == provider:
                     return user
         return None
 
+    def search_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Profiles of many users through user search (`user_id:("a" OR "b" ...)`, up to 100 a call).
+
+        Best effort: the search index is eventually consistent, so a user may be missing (new, or
+        just changed) or a profile slightly behind; a refused or failed search returns nothing for
+        its users. The caller reads exactly (`get_users`) whoever it needs exactly.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        for profiles in self._read_pool.map(self._search_chunk, list(_search_chunks(list(dict.fromkeys(user_ids))))):
+            found.update(profiles)
+        return found
+
+    def _search_chunk(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        params = {"q": _ids_query(user_ids), "search_engine": "v3", "per_page": len(user_ids), "page": 0}
+        try:
+            # Not retried here: whoever the search cannot give is read one by one instead.
+            users = self._search_users(params, idempotent=False)
+        except Interrupted:
+            return {}
+        except (RetriableError, PermanentError, _NotFoundSignal) as exc:
+            log.info("auth0_search_fallback", users=len(user_ids), code=getattr(exc, "code", "user_not_found"), error=str(exc))
+            return {}
+        wanted = set(user_ids)
+        return {u["user_id"]: u for u in users if u.get("user_id") in wanted}
+
     def get_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any] | Exception]:
         """Profiles for many users, read concurrently (bounded by the pool and the rate gate)."""
         ids = list(dict.fromkeys(user_ids))
-        return dict(zip(ids, self._pool.map(lambda uid: _capture(self.get_user, uid), ids)))
+        return dict(zip(ids, self._read_pool.map(lambda uid: _capture(self.get_user, uid), ids)))
 
     def write_back(self, user_id: str, lead_id: str) -> None:
         """Set app_metadata.recordedAsLead (and the lead id). First-level keys only: Auth0 merges the
@@ -422,7 +456,7 @@ class Auth0Source:
 
     def write_backs(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Exception | None]:
         items = list(pairs)
-        results = self._pool.map(lambda pair: _capture(self.write_back, *pair), items)
+        results = self._write_pool.map(lambda pair: _capture(self.write_back, *pair), items)
         return {user_id: (None if result is None else result) for (user_id, _), result in zip(items, results)}
 
 
@@ -523,3 +557,23 @@ def _sliced(
 
 def _lucene_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _ids_query(user_ids: list[str]) -> str:
+    return "user_id:(" + " OR ".join(f'"{_lucene_escape(u)}"' for u in user_ids) + ")"
+
+
+def _search_chunks(user_ids: list[str]) -> Iterator[list[str]]:
+    """Up to PAGE_SIZE ids a search, fewer when long ids would make the query too long."""
+    empty = len(quote("user_id:()", safe=""))
+    chunk: list[str] = []
+    size = empty
+    for user_id in user_ids:
+        cost = len(quote(f'"{_lucene_escape(user_id)}" OR ', safe=""))
+        if chunk and (len(chunk) >= PAGE_SIZE or size + cost > MAX_SEARCH_QUERY):
+            yield chunk
+            chunk, size = [], empty
+        chunk.append(user_id)
+        size += cost
+    if chunk:
+        yield chunk

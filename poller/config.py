@@ -97,6 +97,7 @@ class WorkConfig:
     backoff_base_seconds: float = 60.0
     backoff_cap_seconds: float = 6 * 3600.0
     concurrency: int = 4
+    batch_profile_reads: bool = True  # user search settles already-flagged users, 100 a call
 
 
 @dataclass(frozen=True)
@@ -529,12 +530,13 @@ def parse(
         connect_timeout_seconds=float(reader.get(h, "http.connect_timeout_seconds", (int, float), 10, _between(0, 600, above=True))),
     )
 
-    w = reader.section("work", {"max_attempts", "backoff_base_seconds", "backoff_cap_seconds", "concurrency"})
+    w = reader.section("work", {"max_attempts", "backoff_base_seconds", "backoff_cap_seconds", "concurrency", "batch_profile_reads"})
     work = WorkConfig(
         max_attempts=reader.get(w, "work.max_attempts", int, 8, _between(1, 1000)),
         backoff_base_seconds=float(reader.get(w, "work.backoff_base_seconds", (int, float), 60, _between(0, 7 * DAY, above=True))),
         backoff_cap_seconds=float(reader.get(w, "work.backoff_cap_seconds", (int, float), 6 * 3600, _between(0, 30 * DAY, above=True))),
         concurrency=reader.get(w, "work.concurrency", int, 4, lambda v: None if 1 <= v <= 32 else "must be between 1 and 32"),
+        batch_profile_reads=reader.get(w, "work.batch_profile_reads", bool, True),
     )
 
     lg = reader.section("logging", {"level", "pii"})

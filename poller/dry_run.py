@@ -60,6 +60,9 @@ class DryRunDirectory:
         self._directory = directory
         self.patches: dict[str, dict[str, Any]] = {}
 
+    def search_users(self, user_ids: Iterable[str]) -> Mapping[str, dict[str, Any]]:
+        return self._directory.search_users(user_ids)
+
     def get_users(self, user_ids: Iterable[str]) -> Mapping[str, dict[str, Any] | Exception]:
         return self._directory.get_users(user_ids)
 

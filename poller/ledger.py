@@ -390,6 +390,11 @@ class Ledger:
 
     # --- work ---------------------------------------------------------------------------------
 
+    def transaction(self) -> "_transaction":
+        """Several updates as one transaction, so one disk sync instead of one each (the outcomes of a
+        batch, learnt together). Never hold it across a network call."""
+        return _transaction(self._db)
+
     def due(self, limit: int) -> list[UserRow]:
         rows = self._db.execute(
             "SELECT * FROM users WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",

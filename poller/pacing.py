@@ -3,9 +3,10 @@
 `Interrupt` is the one place a cycle waits: every wait ends early when the daemon is asked to stop,
 and no wait runs past the cycle's deadline (the caller gets False and commits what it has).
 
-`RateGate` reads Auth0's `x-ratelimit-*` headers from every response and holds the next request of
-the same endpoint group when the bucket is nearly empty, until `x-ratelimit-reset` (an absolute UNIX
-time). Pacing before the limit costs a short wait; collecting 429s costs a wasted call each.
+`RateGate` reads Auth0's `x-ratelimit-*` headers from every response and lets through, per endpoint
+group, only as many concurrent calls as the bucket has tokens left; when it is nearly empty the next
+call waits until `x-ratelimit-reset` (an absolute UNIX time). Pacing before the limit costs a short
+wait; collecting 429s costs a wasted call each.
 """
 
 from __future__ import annotations
@@ -48,13 +49,6 @@ class Interrupt:
         return not self.stop.wait(seconds)
 
 
-@dataclass
-class _Bucket:
-    limit: int | None = None
-    remaining: int | None = None
-    reset_at: float | None = None
-
-
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
@@ -85,49 +79,160 @@ def retry_after_seconds(headers: Mapping[str, str], now: float, *, attempt: int 
 
 
 class RateGate:
-    """Per endpoint group: remember what the last response said is left; wait before the bucket empties."""
+    """Paces calls per Auth0 endpoint group from the `x-ratelimit-*` headers, so calls wait for the
+    bucket instead of collecting 429s, and concurrency is what the bucket has left, not the pool size.
 
-    def __init__(self, *, reserve: int = 1, clock: Callable[[], float] = time.time) -> None:
-        self.reserve = reserve
+    Per group it keeps an estimate of the tokens left:
+    - before the group's first answer, one call goes alone (the probe): the bucket size is unknown,
+      and on Auth0's Free plan it is 2;
+    - an answer sets the estimate to the `x-ratelimit-remaining` Auth0 counted, less our other calls
+      still in flight (Auth0 may not have counted them yet), so it errs low. Answers to calls sent
+      before the last one used are stale and ignored (their calls may have been counted already);
+    - each call sent takes one from the estimate;
+    - a tenth of the bucket (`x-ratelimit-limit` // 10) is left for the tenant's other clients;
+    - when only that is left, calls wait until `x-ratelimit-reset` (the UNIX second when tokens are
+      added), then one probe goes and its answer says how many came. Tokens keep accruing while we
+      wait, up to the bucket size, so the whole-second granularity of the header costs no throughput
+      unless a second's refill exceeds the bucket;
+    - a group whose answers carry no such headers is not paced.
+
+    Every wait ends early when the cycle is asked to stop, and none runs past its deadline: `acquire`
+    then returns False.
+    """
+
+    PROBE_WAIT_SLICE = 0.1  # how often a call waiting for a probe's answer checks for a stop request
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._local = threading.local()  # per thread: the calls it has in flight (a stack: token calls nest)
+        self._sequence = 0
         self.waited_seconds = 0.0
 
-    def observe(self, group: str, headers: Mapping[str, str]) -> None:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        if "x-ratelimit-remaining" not in lowered:
-            return
-        try:
-            bucket = _Bucket(
-                limit=int(lowered.get("x-ratelimit-limit", "0") or 0) or None,
-                remaining=int(lowered["x-ratelimit-remaining"]),
-                reset_at=_finite(lowered.get("x-ratelimit-reset")),
-            )
-        except ValueError:
-            return  # a malformed header is no reason to stop; we just cannot pace on it
-        with self._lock:
-            self._buckets[group] = bucket
+    def _bucket(self, group: str) -> "_Bucket":
+        bucket = self._buckets.get(group)
+        if bucket is None:
+            bucket = self._buckets[group] = _Bucket()
+        return bucket
 
-    def take(self, group: str, interrupt: Interrupt) -> bool:
-        """Call before a request. Waits if the group's bucket is at the reserve; False if interrupted."""
+    def _calls(self) -> list["_Call"]:
+        calls = getattr(self._local, "calls", None)
+        if calls is None:
+            calls = self._local.calls = []
+        return calls
+
+    def acquire(self, group: str, interrupt: Interrupt) -> bool:
+        """Before a call: wait until the group's bucket has room. False if stopped or past the deadline."""
         while True:
             with self._lock:
-                bucket = self._buckets.get(group)
-                if bucket is None or bucket.remaining is None or bucket.remaining > self.reserve:
-                    if bucket is not None and bucket.remaining is not None:
-                        bucket.remaining -= 1  # count our own in-flight calls between responses
+                bucket = self._bucket(group)
+                wait = bucket.wait_before_call(self.clock())
+                if wait == 0.0:
+                    self._sequence += 1
+                    call = _Call(group, self._sequence, probe=bucket.take())
+                    self._calls().append(call)
                     return True
-                wait = (bucket.reset_at or 0) - self.clock()
-                if wait <= 0:
-                    # The reset time has come: the bucket has refilled by at least one.
-                    bucket.remaining = (bucket.remaining or 0) + 1
-                    bucket.reset_at = None
+                if wait is None:  # a probe is out: its answer decides
+                    if interrupt.should_stop or interrupt.remaining() == 0.0:
+                        return False
+                    self._lock.wait(self.PROBE_WAIT_SLICE)
                     continue
-            self.waited_seconds += min(wait, 60.0)
-            if not interrupt.sleep(min(wait, 60.0) + 0.05):
+            self.waited_seconds += wait
+            if not interrupt.sleep(wait):
                 return False
+
+    def release(self, group: str) -> None:
+        """After the call, answered or not (a timeout, a dropped connection)."""
+        calls = self._calls()
+        call = next((c for c in reversed(calls) if c.group == group), None)
+        if call is None:
+            return
+        calls.remove(call)
+        with self._lock:
+            bucket = self._bucket(group)
+            bucket.in_flight -= 1
+            if call.probe and bucket.probing:
+                bucket.probing = False  # unanswered: the next call probes again
+            self._lock.notify_all()
+
+    def observe(self, group: str, headers: Mapping[str, str]) -> None:
+        """An answer of `group` arrived (called from the HTTP client's response hook, on the calling thread)."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        call = next((c for c in reversed(self._calls()) if c.group == group), None)
+        with self._lock:
+            bucket = self._bucket(group)
+            try:
+                bucket.answered(
+                    sequence=call.sequence if call else self._sequence,
+                    remaining=int(lowered["x-ratelimit-remaining"]) if "x-ratelimit-remaining" in lowered else None,
+                    limit=int(lowered.get("x-ratelimit-limit") or 0) or None,
+                    reset_at=_finite(lowered.get("x-ratelimit-reset")),
+                )
+            except ValueError:
+                bucket.answered(sequence=call.sequence if call else self._sequence, remaining=None, limit=None, reset_at=None)
+            self._lock.notify_all()
 
     def snapshot(self) -> dict[str, dict[str, float | int | None]]:
         with self._lock:
             return {g: {"limit": b.limit, "remaining": b.remaining, "reset_at": b.reset_at} for g, b in self._buckets.items()}
+
+
+@dataclass
+class _Call:
+    group: str
+    sequence: int
+    probe: bool
+
+
+@dataclass
+class _Bucket:
+    """What we know of one endpoint group's token bucket. Guarded by the gate's lock."""
+
+    metered: bool = True  # False once an answer came without rate-limit headers
+    known: bool = False  # an answer told us `remaining` since the last reset we waited for
+    probing: bool = False
+    remaining: int = 0  # our estimate of the tokens left
+    limit: int | None = None
+    reset_at: float | None = None
+    in_flight: int = 0
+    last_sequence: int = 0  # the call whose answer set `remaining`
+
+    @property
+    def reserve(self) -> int:
+        return (self.limit or 0) // 10
+
+    def wait_before_call(self, now: float) -> float | None:
+        """0.0: go now; None: wait for the probe's answer; else seconds to wait for the reset."""
+        if not self.metered:
+            return 0.0
+        if self.known and self.remaining > self.reserve:
+            return 0.0
+        if self.known and self.reset_at is not None and self.reset_at > now:
+            return self.reset_at - now
+        if self.known:
+            self.known = False  # the reset has come: tokens were added, a probe tells how many
+        return None if self.probing else 0.0
+
+    def take(self) -> bool:
+        """A call goes; True if it is the probe."""
+        self.in_flight += 1
+        if self.metered and not self.known:
+            self.probing = True
+            return True
+        self.remaining -= 1
+        return False
+
+    def answered(self, *, sequence: int, remaining: int | None, limit: int | None, reset_at: float | None) -> None:
+        if remaining is None:
+            self.metered, self.known, self.probing = False, True, False
+            return
+        self.metered = True
+        if sequence < self.last_sequence:
+            return  # an older call's answer: a newer one already told us more
+        self.last_sequence = sequence
+        self.remaining = remaining - max(self.in_flight - 1, 0)  # our other calls may not be counted yet
+        self.limit = limit or self.limit
+        self.reset_at = reset_at
+        self.known = True
+        self.probing = False

@@ -6,14 +6,21 @@ the outside world through the three small protocols below, and to the state thro
 Ingest never waits for Salesforce: a Salesforce outage only leaves users pending, while the log
 stream is still read (Auth0 keeps logs for as little as one day).
 
+Three things run side by side, because each spends a rate-limit bucket of its own: log pages are
+read ahead on a thread (`LogFeed`), profiles are read on this one, and write-backs are sent on a lane
+of their own while the next users are read. Only this thread touches the ledger.
+
 Ingest applies the event rules (`LeadRules.event_reason`: applications, connections): a login from an
 application the rules leave out is not a login for us; a user seen only in such logins gets a skipped
 row with the reason.
 
-Work, per batch of due users:
-  1. read the profiles (concurrently, in the adapter);
+Work, per batch of up to 200 due users:
+  1. read the profiles: with `batch_profile_reads`, one user search per 100 users settles those the
+     index shows as already flagged (the index may lag, so it decides nothing else); everyone else is
+     read exactly, one by one (concurrently, in the adapter);
   2. decide: already flagged -> recorded; left out by a rule (`LeadRules.profile_reason`) or no usable
      email -> skipped with the reason; else a lead, mapped by `[lead.fields]`;
+and once 200 users need a lead (or nobody else is due), so each Salesforce call carries a full batch:
   3. look up open leads with those emails (one query per batch) and reuse them; with
      `skip_existing_contacts`, look up contacts for the rest (one query) and skip those;
   4. record the intent, then write the rest in one sObject Collections call (at most `max_leads`
@@ -24,10 +31,12 @@ Every step's result is committed before the next step starts, so a crash resumes
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -41,6 +50,8 @@ from poller.rules import LeadRules
 log = get_logger("poller.cycle")
 
 BATCH = 200
+FEED_DEPTH = 10  # log pages read ahead of the ledger at most (about 100 KB each)
+MAX_QUEUED_WRITE_BACKS = 2  # write-back batches waiting on the lane; more wait on the cycle
 
 
 class LogSource(Protocol):
@@ -56,6 +67,8 @@ RETENTION_CHECK_AFTER = timedelta(hours=1)
 
 
 class UserDirectory(Protocol):
+    def search_users(self, user_ids: Iterable[str]) -> Mapping[str, dict[str, Any]]: ...
+
     def get_users(self, user_ids: Iterable[str]) -> Mapping[str, dict[str, Any] | Exception]: ...
 
     def write_backs(self, pairs: Iterable[tuple[str, str]]) -> Mapping[str, Exception | None]: ...
@@ -83,6 +96,8 @@ class CycleSettings:
     org_fields: Mapping[str, OrgField] | None = None
     # At most this many leads created by one run (`backfill --max-leads`); the rest stay pending.
     max_leads: int | None = None
+    # Settle already-flagged users through user search, 100 a call (see the module docstring).
+    batch_profile_reads: bool = True
 
 
 @dataclass
@@ -229,6 +244,9 @@ class Cycle:
         self.leads_held_by = leads_held_by
         self.report = CycleReport()
         self._gave_way = False  # a call gave way to a stop request or the deadline
+        self._search_pays = True  # the last user search settled more users than it cost calls
+        self._lane: ThreadPoolExecutor | None = None
+        self._write_backs: deque[tuple[list[tuple[UserRow, str]], Future]] = deque()
         self.log = log.bind(cycle_id=self.report.cycle_id)
 
     def run(
@@ -238,7 +256,7 @@ class Cycle:
         replay: Iterable[list[dict[str, Any]]] = (),
         enqueue: Iterable[list[str]] = (),
     ) -> CycleReport:
-        """One cycle: ingest, then work.
+        """One cycle: ingest, and work the due users while the log stream is still being read.
 
         A backfill does not read the live stream (`ingest=False`): it takes in older log pages
         (`replay`, from log search) or users found directly (`enqueue`, from user search) without
@@ -250,10 +268,18 @@ class Cycle:
         row_id = self.ledger.start_cycle()
         outcome = "fatal"
         try:
-            if ingest:
-                self.ingest()
             self.backfill(replay, enqueue)
-            self.work()
+            feed = self._open_feed() if ingest else None
+            try:
+                self.work(feed)
+            except BaseException:
+                if feed is not None:
+                    feed.close()
+                    self._take_pages(feed, wait=False, raise_errors=False)
+                raise
+            if feed is not None:
+                feed.close()
+                self._take_pages(feed, wait=False)  # pages already read need not be read again
             report.interrupted = report.interrupted or self.interrupt.stopping
             outcome = report.outcome
         finally:
@@ -265,36 +291,50 @@ class Cycle:
 
     # --- ingest -------------------------------------------------------------------------------
 
-    def ingest(self) -> None:
-        report = self.report
+    def _open_feed(self) -> "LogFeed | None":
+        """Start reading the stream after the checkpoint (found first, on a new state). None when
+        there is nothing to read from yet, or the start could not be found."""
         try:
             checkpoint = self.ledger.checkpoint
             if checkpoint is None:
                 checkpoint = self._start()
                 if checkpoint is None:
-                    return
-            first_page = True
-            # At least one page per cycle, whatever the deadline, so a slow cycle still moves on.
-            while first_page or not self.interrupt.should_stop:
-                events, next_checkpoint = self.source.read_page(checkpoint)
-                if not events:
-                    return
-                if first_page:
-                    self._check_retention_gap(checkpoint, events)
-                    first_page = False
-                if next_checkpoint is None:
-                    report.ingest_error = "a log page had no usable log_id"
-                    self.log.error("ingest_stalled", reason=report.ingest_error, checkpoint=checkpoint)
-                    return
-                self._take_in(events, next_checkpoint)
-                checkpoint = next_checkpoint
-            self._note_cut_short("ingest")
+                    return None
         except Interrupted:
             self._note_cut_short("ingest", gave_way=True)
+            return None
         except RetriableError as exc:
-            # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
-            report.ingest_error = exc.code
-            self.log.warning("ingest_paused", code=exc.code, error=str(exc), checkpoint=self.ledger.checkpoint)
+            self._ingest_paused(exc)
+            return None
+        return LogFeed(self.source, checkpoint, self.interrupt).start()
+
+    def _take_pages(self, feed: "LogFeed", *, wait: bool, raise_errors: bool = True) -> bool:
+        """Take the pages the feed has read into the ledger, in order (with `wait`, at least one
+        more, unless the stream has ended). True while more may come. Without `raise_errors` (the
+        cycle is already failing), an error the feed met is dropped: the cycle's own goes up."""
+        for item in feed.take(wait=wait):
+            if isinstance(item, _Page):
+                if item.first:
+                    self._check_retention_gap(item.checkpoint, item.events)
+                if item.next_checkpoint is None:
+                    self.report.ingest_error = "a log page had no usable log_id"
+                    self.log.error("ingest_stalled", reason=self.report.ingest_error, checkpoint=item.checkpoint)
+                else:
+                    self._take_in(item.events, item.next_checkpoint)
+            elif isinstance(item, _CutShort):
+                self._note_cut_short("ingest")
+            elif isinstance(item, Interrupted):
+                self._note_cut_short("ingest", gave_way=True)
+            elif isinstance(item, RetriableError):
+                self._ingest_paused(item)
+            elif isinstance(item, BaseException) and raise_errors:
+                raise item
+        return feed.running or feed.waiting
+
+    def _ingest_paused(self, exc: RetriableError) -> None:
+        # Logs stay in Auth0 for days: the next cycle reads from the same checkpoint.
+        self.report.ingest_error = exc.code
+        self.log.warning("ingest_paused", code=exc.code, error=str(exc), checkpoint=self.ledger.checkpoint)
 
     def backfill(self, replay: Iterable[list[dict[str, Any]]], enqueue: Iterable[list[str]]) -> None:
         report = self.report
@@ -374,26 +414,73 @@ class Cycle:
 
     # --- work ---------------------------------------------------------------------------------
 
-    def work(self) -> None:
-        """Work due users batch by batch. The deadline is checked between batches only, and the
-        first batch always runs (unless a stop was requested): a batch that takes longer than the
-        deadline still finishes, so no cycle ends without progress."""
+    def work(self, feed: "LogFeed | None" = None) -> None:
+        """Work due users batch by batch, taking in log pages from `feed` as they come. The deadline
+        is checked between batches only, and the first batch always runs (unless a stop was
+        requested): a batch that takes longer than the deadline still finishes, so no cycle ends
+        without progress. Write-backs go on a lane of their own; their outcomes are recorded here."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as lane:
+            self._lane = lane
+            try:
+                self._work_loop(feed)
+            except BaseException:
+                # Stopping on an error: write-backs not sent yet stay at their step for the next
+                # cycle; the batch under way finishes and is recorded.
+                for _, future in self._write_backs:
+                    future.cancel()
+                self._record_write_backs(wait=True, raise_errors=False)
+                raise
+            finally:
+                self._lane = None
+            self._record_write_backs(wait=True)
+
+    def _work_loop(self, feed: "LogFeed | None") -> None:
         worked: set[str] = set()
+        candidates: list[_Candidate] = []  # users who need a lead, gathered until a full batch
+        more_logs = feed is not None
         while not (self.interrupt.stopping or self._gave_way or (worked and self.interrupt.expired)):
+            if more_logs:
+                more_logs = self._take_pages(feed, wait=False)
+            self._record_write_backs(wait=False)
             batch = BATCH
             if self.settings.max_leads is not None:
-                room = self.settings.max_leads - self.report.leads_created
+                room = self.settings.max_leads - self.report.leads_created - len(candidates)
+                if room <= 0 and candidates:
+                    self._lead_batch(candidates)
+                    candidates = []
+                    continue
                 if room <= 0:
                     self.report.lead_cap_reached = True
                     return
                 batch = min(BATCH, room)  # read no more profiles than could still become leads
-            rows = [r for r in self.ledger.due(batch) if r.user_id not in worked]
+            rows = self._next_rows(worked, batch)
+            if len(rows) < batch and more_logs:
+                more_logs = self._take_pages(feed, wait=True)  # a fuller batch, or the end of the stream
+                continue
             if not rows:
-                return
+                break
             worked.update(r.user_id for r in rows)
             self.report.users_worked += len(rows)
-            self._work_batch(rows)
-        self._note_cut_short("work")
+            candidates.extend(self._work_batch(rows))
+            if len(candidates) >= BATCH:
+                self._lead_batch(candidates[:BATCH])
+                del candidates[:BATCH]
+        else:
+            self._note_cut_short("work")
+        # Their profiles are read: unless asked to stop, their leads are part of the work under way.
+        if candidates and not self.interrupt.stopping:
+            self._lead_batch(candidates)
+
+    def _next_rows(self, worked: set[str], batch: int) -> list[UserRow]:
+        """Up to `batch` due users not worked yet in this cycle. Users the cycle still holds (gathered
+        for a lead, or waiting for their write-back) are due too: look past them."""
+        limit = 2 * batch
+        while True:
+            due = self.ledger.due(limit)
+            rows = [r for r in due if r.user_id not in worked]
+            if len(rows) >= batch or len(due) < limit:
+                return rows[:batch]
+            limit *= 2
 
     def _note_cut_short(self, stage: str, gave_way: bool = False) -> None:
         """The stage's loop ended on a stop request or the deadline, not because it was done."""
@@ -403,28 +490,57 @@ class Cycle:
             self.report.deadline_reached = True
             self.log.warning("cycle_deadline_reached", stage=stage, deadline_seconds=self.settings.deadline_seconds)
 
-    def _work_batch(self, rows: list[UserRow]) -> None:
+    def _work_batch(self, rows: list[UserRow]) -> list[_Candidate]:
+        """Read and decide; returns the users who need a lead. Users whose lead is already known
+        (their write-back is what is left) are written back right away."""
         ready: list[tuple[UserRow, str]] = [(r, r.lead_id) for r in rows if r.step == STEP_WRITE_BACK and r.lead_id]
         need_profile = [r for r in rows if not (r.step == STEP_WRITE_BACK and r.lead_id)]
         candidates: list[_Candidate] = []
-        profiles = self.directory.get_users(r.user_id for r in need_profile) if need_profile else {}
-        for row in need_profile:
-            profile = profiles.get(row.user_id)
-            if isinstance(profile, Exception) or profile is None:
-                self._defer(row, profile or RetriableError("no profile", code="auth0_unexpected"))
-                continue
-            candidate = self._decide(row, profile)
-            if candidate is not None:
-                candidates.append(candidate)
-        if candidates and self.leads_held_by is not None:
+        profiles = self._read_profiles(need_profile)
+        with self.ledger.transaction():
+            for row in need_profile:
+                profile = profiles.get(row.user_id)
+                if isinstance(profile, Exception) or profile is None:
+                    self._defer(row, profile or RetriableError("no profile", code="auth0_unexpected"))
+                    continue
+                candidate = self._decide(row, profile)
+                if candidate is not None:
+                    candidates.append(candidate)
+        if ready:
+            self._write_back(ready)
+        return candidates
+
+    def _read_profiles(self, rows: list[UserRow]) -> Mapping[str, dict[str, Any] | Exception]:
+        """Every row's profile, or why it could not be read. With batched reads, the search index
+        answers for the users it shows as already flagged: nothing is written for them, and a flag,
+        once set, stays. Everyone else is read exactly, as without batching: the index can lag
+        behind a flag, an email or a consent written seconds ago."""
+        if not rows:
+            return {}
+        profiles: dict[str, dict[str, Any] | Exception] = {}
+        if self.settings.batch_profile_reads and self._search_pays and len(rows) > 1:
+            indexed = self.directory.search_users(r.user_id for r in rows)
+            profiles.update((r.user_id, indexed[r.user_id]) for r in rows if r.user_id in indexed and is_flagged(indexed[r.user_id]))
+            # Where few users are flagged already (a new tenant, newcomers only), the searches
+            # cost more calls than they save: read one by one for the rest of the cycle.
+            self._search_pays = len(profiles) > -(-len(rows) // 100)
+        to_read = [r.user_id for r in rows if r.user_id not in profiles]
+        if to_read:
+            profiles.update(self.directory.get_users(to_read))
+        return profiles
+
+    def _lead_batch(self, candidates: list[_Candidate]) -> None:
+        """Leads for up to 200 users, then their write-backs."""
+        ready: list[tuple[UserRow, str]] = []
+        if self.leads_held_by is not None:
             self._pause_if_limit(self.leads_held_by)
             for candidate in candidates:
                 self._defer(candidate.row, self.leads_held_by)
-        elif candidates and not self.report.salesforce_paused:
-            ready.extend(self._ensure_leads(candidates))
-        elif candidates:
+        elif self.report.salesforce_paused:
             for candidate in candidates:
-                self._defer(candidate.row, DailyLimitReached(self.report.salesforce_paused or "paused"))
+                self._defer(candidate.row, DailyLimitReached(self.report.salesforce_paused))
+        else:
+            ready = self._ensure_leads(candidates)
         if ready:
             self._write_back(ready)
 
@@ -459,14 +575,15 @@ class Cycle:
             return ready
 
         groups: dict[str, list[_Candidate]] = {}
-        for candidate in candidates:
-            lead_id = existing.get(candidate.email.lower()) or existing.get(candidate.row.intent_email or "")
-            if lead_id:
-                self.ledger.lead_known(candidate.row.user_id, lead_id)
-                self.report.leads_reused += 1
-                ready.append((candidate.row, lead_id))
-            else:
-                groups.setdefault(candidate.email.lower(), []).append(candidate)
+        with self.ledger.transaction():
+            for candidate in candidates:
+                lead_id = existing.get(candidate.email.lower()) or existing.get(candidate.row.intent_email or "")
+                if lead_id:
+                    self.ledger.lead_known(candidate.row.user_id, lead_id)
+                    self.report.leads_reused += 1
+                    ready.append((candidate.row, lead_id))
+                else:
+                    groups.setdefault(candidate.email.lower(), []).append(candidate)
         if groups and self.settings.rules.skip_existing_contacts:
             try:
                 contacts = self.sink.find_contacts(groups)
@@ -502,34 +619,63 @@ class Cycle:
                     self._defer(candidate.row, exc)
             return ready
 
-        for group, result in zip(group_list, results):
-            outcome, lead_id, error = result.outcome, result.lead_id, result.error
-            if lead_id and outcome in ("created", "updated", "adopted"):
-                if outcome == "adopted":
-                    self.report.leads_reused += 1
+        failed: list[tuple[_Candidate, Exception]] = []
+        with self.ledger.transaction():  # every lead id is committed before any write-back is sent
+            for group, result in zip(group_list, results):
+                outcome, lead_id, error = result.outcome, result.lead_id, result.error
+                if lead_id and outcome in ("created", "updated", "adopted"):
+                    if outcome == "adopted":
+                        self.report.leads_reused += 1
+                    else:
+                        self.report.leads_created += 1
+                    for candidate in group:
+                        self.ledger.lead_known(candidate.row.user_id, lead_id)
+                        ready.append((candidate.row, lead_id))
+                    self.log.debug("lead_written", user_id=group[0].row.user_id, outcome=outcome, lead_id=lead_id)
+                elif outcome in ("duplicate_skipped", "existing_contact"):
+                    for candidate in group:
+                        self._skip(candidate.row, "duplicate" if outcome == "duplicate_skipped" else "existing_contact")
                 else:
-                    self.report.leads_created += 1
-                for candidate in group:
-                    self.ledger.lead_known(candidate.row.user_id, lead_id)
-                    ready.append((candidate.row, lead_id))
-                self.log.debug("lead_written", user_id=group[0].row.user_id, outcome=outcome, lead_id=lead_id)
-            elif outcome in ("duplicate_skipped", "existing_contact"):
-                for candidate in group:
-                    self._skip(candidate.row, "duplicate" if outcome == "duplicate_skipped" else "existing_contact")
-            else:
-                for candidate in group:
-                    self._defer(candidate.row, error or RetriableError("no result", code="salesforce_unexpected"))
+                    failed.extend((c, error or RetriableError("no result", code="salesforce_unexpected")) for c in group)
+        # Outside the transaction: an error that is not a user's own ends the cycle, and must not
+        # take the lead ids above with it.
+        for candidate, error in failed:
+            self._defer(candidate.row, error)
         return ready
 
     def _write_back(self, ready: list[tuple[UserRow, str]]) -> None:
-        outcomes = self.directory.write_backs((row.user_id, lead_id) for row, lead_id in ready)
-        for row, lead_id in ready:
-            error = outcomes.get(row.user_id)
-            if error is None:
-                self.ledger.mark_recorded(row.user_id, lead_id)
-                self.report.written_back += 1
-            else:
-                self._defer(row, error)
+        """Send these write-backs on the lane. Their lead ids are committed already, so a crash
+        from here on only sends them again (a PATCH of the same values). A few batches may wait on
+        the lane; past that the cycle waits, so the profile reads never run far ahead."""
+        while len(self._write_backs) >= MAX_QUEUED_WRITE_BACKS:
+            self._record_write_backs(wait=True, oldest_only=True)
+        pairs = [(row.user_id, lead_id) for row, lead_id in ready]
+        assert self._lane is not None, "write-backs are sent from work() only"
+        self._write_backs.append((ready, self._lane.submit(self.directory.write_backs, pairs)))
+
+    def _record_write_backs(self, *, wait: bool, oldest_only: bool = False, raise_errors: bool = True) -> None:
+        """Record the outcomes of the write-back batches that have finished (with `wait`, of all)."""
+        while self._write_backs:
+            ready, future = self._write_backs[0]
+            if not wait and not future.done():
+                return
+            self._write_backs.popleft()
+            try:
+                outcomes = future.result()
+            except BaseException:
+                if raise_errors:
+                    raise
+                continue  # the users stay at the write-back step: the next cycle sends it again
+            with self.ledger.transaction():
+                for row, lead_id in ready:
+                    error = outcomes.get(row.user_id)
+                    if error is None:
+                        self.ledger.mark_recorded(row.user_id, lead_id)
+                        self.report.written_back += 1
+                    else:
+                        self._defer(row, error)
+            if oldest_only:
+                return
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -576,3 +722,94 @@ class Cycle:
         else:
             self.report.retrying[error.code] += 1
             self.log.info("user_retry_later", user_id=row.user_id, code=error.code, error=str(error))
+
+
+@dataclass
+class _Page:
+    events: list[dict[str, Any]]
+    checkpoint: str  # the page was read after this checkpoint
+    next_checkpoint: str | None
+    first: bool  # the cycle's first page
+
+
+class _CutShort:
+    """The feed stopped at a stop request or the deadline, before the end of the stream."""
+
+
+class LogFeed:
+    """Reads the log stream after `checkpoint` on a thread of its own, at most FEED_DEPTH pages ahead
+    of the cycle, which takes them into the ledger in order. A page read but never taken in (a
+    crash, a stop) is read again by the next cycle: the checkpoint never moved past it.
+
+    Items handed over, in stream order: `_Page`s, then possibly one `_CutShort` or one exception
+    (the read's error, for the cycle to handle as it would its own)."""
+
+    def __init__(self, source: LogSource, checkpoint: str, interrupt: Interrupt, *, depth: int = FEED_DEPTH) -> None:
+        self._source = source
+        self._checkpoint = checkpoint
+        self._interrupt = interrupt
+        self._depth = depth
+        self._items: deque[Any] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self.running = False
+        self._thread = threading.Thread(target=self._read, name="log-feed", daemon=True)
+
+    def start(self) -> "LogFeed":
+        self.running = True
+        self._thread.start()
+        return self
+
+    @property
+    def waiting(self) -> bool:
+        """Items read and not taken yet."""
+        with self._changed:
+            return bool(self._items)
+
+    def take(self, *, wait: bool) -> list[Any]:
+        """Everything read so far; with `wait`, at least one item unless the feed has ended."""
+        with self._changed:
+            while wait and not self._items and self.running:
+                self._changed.wait()
+            items = list(self._items)
+            self._items.clear()
+            self._changed.notify_all()
+            return items
+
+    def close(self) -> None:
+        """Read no further; returns once the call under way (if any) has ended."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _read(self) -> None:
+        checkpoint, first = self._checkpoint, True
+        try:
+            # At least one page per cycle, whatever the deadline, so a slow cycle still moves on.
+            while first or not self._interrupt.should_stop:
+                if self._closed:
+                    return
+                events, next_checkpoint = self._source.read_page(checkpoint)
+                if not events or not self._put(_Page(events, checkpoint, next_checkpoint, first)):
+                    return
+                if next_checkpoint is None:
+                    return  # the cycle reports the stalled stream
+                checkpoint, first = next_checkpoint, False
+            self._put(_CutShort())
+        except BaseException as exc:  # handed to the cycle's thread, which handles or raises it
+            self._put(exc)
+        finally:
+            with self._changed:
+                self.running = False
+                self._changed.notify_all()
+
+    def _put(self, item: Any) -> bool:
+        with self._changed:
+            while len(self._items) >= self._depth and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._changed.notify_all()
+            return True

@@ -335,3 +335,9 @@ def test_a_byte_order_mark_does_not_break_the_file(tmp_path):
 
 def test_default_deadline_leaves_room_before_the_next_cycle():
     assert parse(VALID).schedule.deadline_seconds == 240
+
+
+def test_batched_profile_reads_are_on_by_default_and_a_true_or_false():
+    assert parse(VALID).work.batch_profile_reads is True
+    assert parse(with_("work", batch_profile_reads=False)).work.batch_profile_reads is False
+    assert problems_of(with_("work", batch_profile_reads="no")) == {"work.batch_profile_reads": "must be true or false"}

@@ -379,3 +379,16 @@ def test_state_under_a_file_cannot_be_created_and_says_why(tmp_path, clock):
 def test_state_path_that_is_a_folder_says_so(tmp_path, clock):
     with pytest.raises(StateError, match="is a folder"):
         Ledger(tmp_path, clock=clock)
+
+
+def test_several_outcomes_in_one_transaction_commit_or_roll_back_together(ledger):
+    ledger.record_page([login("auth0|a"), login("auth0|b")], "0002")
+    with pytest.raises(RuntimeError):
+        with ledger.transaction():
+            ledger.mark_recorded("auth0|a", "00Q000000000001")
+            raise RuntimeError("a bug halfway through the batch")
+    assert ledger.get("auth0|a").status == "pending"
+    with ledger.transaction():
+        ledger.mark_recorded("auth0|a", "00Q000000000001")
+        ledger.mark_skipped("auth0|b", "no_email")
+    assert (ledger.get("auth0|a").status, ledger.get("auth0|b").status) == ("recorded", "skipped")

@@ -38,43 +38,112 @@ def test_retry_after_reads_the_headers_with_a_floor(headers, attempt, expected):
     assert retry_after_seconds(headers, 1000.0, attempt=attempt) == expected
 
 
-def test_gate_waits_for_the_reset_when_the_bucket_is_at_the_reserve():
-    clock = Clock()
-    gate = RateGate(reserve=1, clock=clock)
-    gate.observe("users_read", {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "1005"})
-    waits = []
-
-    class RecordingInterrupt(Interrupt):
-        def sleep(self, seconds: float) -> bool:
-            waits.append(round(seconds, 2))
-            clock.now += seconds
-            return True
-
-    assert gate.take("users_read", RecordingInterrupt(clock=clock))
-    assert waits == [5.05]
-    assert gate.take("logs", RecordingInterrupt(clock=clock))  # other groups are not held
-    assert waits == [5.05]
+def headers(remaining: int, reset: float, limit: int = 20) -> dict[str, str]:
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": str(int(reset))}
 
 
-def test_gate_gives_way_when_the_wait_would_pass_the_deadline():
+def setup() -> tuple[Clock, RateGate, Interrupt, Interrupt]:
     clock = Clock()
     gate = RateGate(clock=clock)
-    gate.observe("users_read", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "4600"})
-    assert not gate.take("users_read", Interrupt(deadline=1010.0, clock=clock))
+    patient = Interrupt(clock=clock)  # no deadline: only used where the gate must not wait
+    now_or_never = Interrupt(clock=clock, deadline=clock())  # any wait would pass the deadline
+    return clock, gate, patient, now_or_never
+
+
+def test_the_first_call_probes_alone_then_the_answer_sets_the_pace():
+    clock, gate, patient, now_or_never = setup()
+    assert gate.acquire("users_read", patient)  # the probe
+    assert not gate.acquire("users_read", now_or_never)  # the others wait for its answer
+    assert gate.acquire("logs", patient)  # another group is not held up
+    gate.release("logs")
+    gate.observe("users_read", headers(remaining=5, reset=clock() + 1))
+    gate.release("users_read")
+    # 5 left, a tenth of the bucket (20 // 10 = 2) kept for the tenant's other clients: 3 calls go.
+    for _ in range(3):
+        assert gate.acquire("users_read", now_or_never)
+    assert not gate.acquire("users_read", now_or_never)
+
+
+def test_other_calls_in_flight_are_taken_off_an_answer():
+    clock, gate, patient, now_or_never = setup()
+    gate.acquire("users_write", patient)
+    gate.observe("users_write", headers(remaining=12, reset=clock() + 1))
+    gate.release("users_write")
+    for _ in range(4):
+        gate.acquire("users_write", patient)  # four calls out, none answered yet
+    gate.observe("users_write", headers(remaining=10, reset=clock() + 1))  # Auth0 may not count the other 3
+    assert gate.snapshot()["users_write"]["remaining"] == 7
+
+
+def test_at_the_reserve_calls_wait_for_the_reset_then_one_probe_goes():
+    clock, gate, patient, now_or_never = setup()
+    gate.acquire("logs", patient)
+    gate.observe("logs", headers(remaining=1, reset=clock() + 1, limit=10))
+    gate.release("logs")
+    assert not gate.acquire("logs", now_or_never)  # 1 left is the reserve: wait for the reset
+    clock.now += 1
+    assert gate.acquire("logs", now_or_never)  # the reset has come: a probe goes ...
+    assert not gate.acquire("logs", now_or_never)  # ... alone
+    gate.release("logs")  # it got no answer (a timeout): the next call probes again
+    assert gate.acquire("logs", now_or_never)
+
+
+def test_an_answer_to_an_older_call_is_stale():
+    clock, gate, patient, _ = setup()
+    gate.acquire("users_read", patient)
+    gate.observe("users_read", headers(remaining=10, reset=clock() + 1))
+    gate.release("users_read")
+    sent, answer = threading.Event(), threading.Event()
+
+    def older_call() -> None:
+        gate.acquire("users_read", patient)
+        sent.set()
+        answer.wait()
+        gate.observe("users_read", headers(remaining=15, reset=clock() + 1))  # counted before the newer one
+        gate.release("users_read")
+
+    worker = threading.Thread(target=older_call)
+    worker.start()
+    sent.wait()
+    gate.acquire("users_read", patient)  # a newer call, answered first
+    gate.observe("users_read", headers(remaining=5, reset=clock() + 1))
+    gate.release("users_read")
+    answer.set()
+    worker.join()
+    assert gate.snapshot()["users_read"]["remaining"] == 4  # 5, less the older call then still out
+
+
+def test_groups_without_rate_limit_headers_are_not_paced():
+    _, gate, patient, now_or_never = setup()
+    gate.acquire("token", patient)
+    gate.observe("token", {"content-type": "application/json"})
+    gate.release("token")
+    assert all(gate.acquire("token", now_or_never) for _ in range(50))
+
+
+def test_a_stop_request_ends_the_wait():
+    clock, gate, patient, _ = setup()
+    gate.acquire("logs", patient)
+    gate.observe("logs", headers(remaining=0, reset=clock() + 30))
+    gate.release("logs")
+    stopping = Interrupt(clock=clock)
+    stopping.stop.set()
+    assert not gate.acquire("logs", stopping)
 
 
 @pytest.mark.parametrize("reset", ["nan", "inf", "-inf", "soon"])
 def test_malformed_reset_headers_never_spin(reset):
-    clock = Clock()
-    gate = RateGate(clock=clock)
-    gate.observe("users_read", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})
+    clock, gate, patient, _ = setup()
+    assert gate.acquire("users_read", patient)
+    gate.observe("users_read", {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})
+    gate.release("users_read")
     done = threading.Event()
 
-    def take():
-        gate.take("users_read", Interrupt(clock=clock))
+    def acquire():
+        gate.acquire("users_read", patient)  # no usable reset: one probe goes to learn more
         done.set()
 
-    worker = threading.Thread(target=take, daemon=True)
+    worker = threading.Thread(target=acquire, daemon=True)
     worker.start()
     worker.join(timeout=10)
     assert done.is_set()

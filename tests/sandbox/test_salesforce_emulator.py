@@ -414,6 +414,15 @@ def test_validation_rules(emu, sf):
     assert sf.Lead.create(lead())["success"]
 
 
+def test_refused_emails_get_the_invalid_email_answer(emu, sf):
+    emu.refused_emails = {"Odd.Address@example.com"}
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Lead.create(lead(Email="odd.address@example.com"))
+    assert error_of(exc) == {"message": "Email: invalid email address: odd.address@example.com",
+                             "errorCode": "INVALID_EMAIL_ADDRESS", "fields": ["Email"]}
+    assert sf.Lead.create(lead(Email="plain@example.com"))["success"]
+
+
 def test_lock_rows_fail_the_next_writes(emu, sf):
     emu.lock_rows = 2
     for _ in range(2):
