@@ -193,6 +193,9 @@ def test_demo_command_runs_and_checks_itself(tmp_path):
     run = run_cli("demo", timeout=120)
     assert run.code == 0, run.stdout + run.stderr
     assert "OK:" in run.stdout and "leads created" in run.stdout
+    # The second cycle sees everyone sign in again, and costs no write and no Salesforce call.
+    second = run.stdout.split("Cycle 2", 1)[1]
+    assert "Auth0 write-backs: 0, Salesforce: 0" in second and "leads created                      0" in second
 
 
 def test_retry_makes_failed_users_pending_and_the_next_run_works_them(sandbox, tenant, cli):

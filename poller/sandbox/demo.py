@@ -2,8 +2,9 @@
 
 Starts both emulators, seeds about 50 users and a few hundred log events of mixed types, and runs two
 cycles through `App`, the production wiring (config file + environment -> adapters over HTTPS with a
-CA bundle). The second cycle shows that nothing is duplicated. Then it checks the outcome against the
-scenario's own truth and exits non-zero if anything is off.
+CA bundle). Before the second cycle everyone who signed in signs in again; that cycle shows that
+nothing is duplicated and that a user already in the ledger costs no API call. Then it checks the
+outcome against the scenario's own truth and exits non-zero if anything is off.
 
 `demo --rules` runs the same tenant under a non-default `[lead]` configuration (`RULES`: a mapping
 from user_metadata and a custom field, verified email, consent, a denied domain and application,
@@ -16,15 +17,17 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from poller import config as config_module
 from poller import logs
 from poller.app import App
+from poller.ledger import RECHECK_ON_LOGIN
 from poller.errors import ExitCode
 from poller.pipeline import CycleReport
 from poller.sandbox import COMPANY, Sandbox
-from poller.sandbox.scenario import LOGIN_TYPES, Scenario, demo_scenario
+from poller.sandbox.scenario import LOGIN_TYPES, Scenario, demo_scenario, log_event
 
 DENIED_APPLICATION = "Acme iOS"
 DENIED_DOMAIN = "example.org"
@@ -53,7 +56,7 @@ def _print_cycle(title: str, report: CycleReport) -> None:
     print(f"\n{title}")
     print(_line("log events read", s["events_read"]))
     print(_line("login events", s["login_events"]))
-    print(_line("new users in the ledger", s["new_users"]))
+    print(_line("users to work (new, or re-checked)", s["new_users"]))
     print(_line("leads created", s["leads_created"]))
     print(_line("leads reused (already in Salesforce)", s["leads_reused"]))
     print(_line("already flagged (no Salesforce call)", s["already_flagged"]))
@@ -117,14 +120,21 @@ def run_demo(keep: Path | None = None, rules: bool = False) -> ExitCode:
             with App(config) as app:
                 first = app.run_cycle()
                 _print_cycle("Cycle 1", first)
+                rechecks = sum(n for reason, n in app.ledger.reasons("skipped").items() if reason in RECHECK_ON_LOGIN)
+                sandbox.auth0.add_logs(_repeat_logins(scenario))
+                sandbox.auth0.clear_log()
+                sandbox.salesforce.clear_log()
                 second = app.run_cycle()
-                _print_cycle("Cycle 2 (nothing new: nothing must be duplicated)", second)
+                _print_cycle("Cycle 2 (everyone signs in again: nothing must be duplicated)", second)
+                second_calls = _api_calls(sandbox)
+                print(_line("API calls in cycle 2", ", ".join(f"{k}: {v}" for k, v in second_calls.items())))
                 counts, skipped = app.ledger.counts(), app.ledger.reasons("skipped")
             print("\nThe ledger afterwards (one row per user seen signing in)")
             print(_line("by status", ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
             print(_line("skipped, by reason", ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "none"))
 
             problems = _check(sandbox, scenario, first, second, _eligible_under_rules(scenario, contacts) if rules else None)
+            problems += _check_second_cycle(second_calls, rechecks)
             if rules:
                 problems += _check_fields(sandbox, scenario)
             print()
@@ -138,6 +148,40 @@ def run_demo(keep: Path | None = None, rules: bool = False) -> ExitCode:
             if keep:
                 print(f"Sandbox files kept in {workdir} (config.toml, sandbox-ca.pem, state.db).")
             return ExitCode.OK
+
+
+def _repeat_logins(scenario: Scenario) -> list[dict]:
+    """Everyone who signed in signs in once more, an hour after the scenario's last event, through the
+    same application as their last login (so the application rules decide as before)."""
+    logins = sorted((e for e in scenario.logs if e["type"] in LOGIN_TYPES and e.get("user_id")), key=lambda e: e["log_id"])
+    last_login = {e["user_id"]: e for e in logins}
+    when = datetime.strptime(logins[-1]["date"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc) + timedelta(hours=1)
+    return [
+        log_event("s", user_id=uid, when=when + timedelta(seconds=i), seq=i, user_name=event.get("user_name"),
+                  client_id=event.get("client_id"), client_name=event.get("client_name"))
+        for i, (uid, event) in enumerate(sorted(last_login.items()))
+    ]
+
+
+def _api_calls(sandbox: Sandbox) -> dict[str, int]:
+    """What the last cycle asked of each API, from the emulators' request logs."""
+    return {
+        "Auth0 log pages": len(sandbox.auth0.calls("GET", r"/api/v2/logs")),
+        "Auth0 user searches": len(sandbox.auth0.calls("GET", r"/api/v2/users")),
+        "Auth0 profile reads": len(sandbox.auth0.calls("GET", r"/api/v2/users/.+")),
+        "Auth0 write-backs": len(sandbox.auth0.calls("PATCH", r"/api/v2/users/.*")),
+        "Salesforce": len([r for r in sandbox.salesforce.calls() if "/oauth2/" not in r.path]),
+    }
+
+
+def _check_second_cycle(calls: dict[str, int], rechecks: int) -> list[str]:
+    """A user already recorded costs nothing; only users skipped for a reason a new login may change
+    (no email yet, no consent yet, ...) have their profile read again."""
+    problems = [f"the second cycle made {calls[what]} {what} calls" for what in ("Auth0 write-backs", "Salesforce") if calls[what]]
+    if calls["Auth0 profile reads"] > rechecks or calls["Auth0 user searches"] > -(-rechecks // 100):
+        problems.append(f"the second cycle read {calls['Auth0 profile reads']} profiles and searched "
+                        f"{calls['Auth0 user searches']} times; only {rechecks} users were due a re-check")
+    return problems
 
 
 def _eligible_under_rules(scenario: Scenario, contacts: list[str]) -> set[str]:
@@ -193,8 +237,10 @@ def _check(sandbox: Sandbox, scenario, first: CycleReport, second: CycleReport, 
         problems.append(f"{len(newly_flagged - eligible)} users were flagged (made leads) that the rules leave out")
     if first.leads_created + first.leads_reused < 1:
         problems.append("the first cycle created no lead")
-    if second.leads_created or second.users_worked:
-        problems.append("the second cycle worked users again")
+    if second.leads_created or second.leads_reused or second.written_back:
+        problems.append("the second cycle made or flagged leads again")
+    if second.login_events < 1:
+        problems.append("the second cycle saw none of the repeat logins")
     if first.exit_code or second.exit_code:
         problems.append(f"exit codes {int(first.exit_code)}, {int(second.exit_code)}")
     return problems
