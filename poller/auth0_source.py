@@ -196,8 +196,9 @@ class Auth0Source:
                 status, headers, body, detail = 0, {}, None, "timed out"
                 rule = failures.lookup("auth0", operation, "timeout")
             except httpx.TransportError as exc:
-                status, headers, body, detail = 0, {}, None, type(exc).__name__
-                rule = failures.lookup("auth0", operation, "connection")
+                status, headers, body = 0, {}, None
+                detail = f"{type(exc).__name__} to {self.config.domain}: {str(exc)[:200] or 'no details'}"
+                rule = failures.lookup("auth0", operation, "tls" if failures.untrusted_certificate(exc) else "connection")
 
             if rule.next is Next.WAIT:
                 self.rate_limited += 1
@@ -213,12 +214,14 @@ class Auth0Source:
                 continue
             if rule.next is Next.REFRESH:
                 raise FatalError(f"Auth0 rejected a freshly issued token ({detail}); check the application's API authorisation", code=rule.code, exit_code=rule.exit_code)
-            if rule.next is Next.RETRY and idempotent and quick_retries < SAME_CALL_RETRIES and not self.interrupt.should_stop:
+            retry = rule.next in (Next.RETRY, Next.OUTAGE)
+            if retry and idempotent and quick_retries < SAME_CALL_RETRIES and not self.interrupt.should_stop:
                 quick_retries += 1
                 if self.interrupt.sleep(0.5 * quick_retries):
                     continue
-            if rule.next is Next.RETRY:
-                raise RetriableError(f"Auth0 {operation}: {detail} (HTTP {status or '-'})", code=rule.code)
+            if retry:
+                answer = f"HTTP {status}" if status else "no answer"
+                raise RetriableError(f"Auth0 {operation}: {detail} ({answer})", code=rule.code, counts_as_attempt=rule.next is Next.RETRY)
             if rule.next is Next.FATAL:
                 raise FatalError(f"Auth0 {operation}: {rule.explanation} ({detail})", code=rule.code, exit_code=rule.exit_code)
             if rule.next is Next.NOT_FOUND:
@@ -296,7 +299,7 @@ class Auth0Source:
         return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
 
     def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._get_list("/api/v2/logs", params, group="logs", operation="logs", key="logs")
+        return self._get_list("/api/v2/logs", params, group="logs", operation="log_search", key="logs")
 
     def _search_users(self, params: dict[str, Any], *, idempotent: bool = True) -> list[dict[str, Any]]:
         return self._get_list("/api/v2/users", params, group="users_read", operation="user_search", key="users", idempotent=idempotent)

@@ -44,6 +44,8 @@ LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN
 LOOKUP_ONE_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email = {}"
 CONTACT_SOQL = "SELECT Id, Email FROM Contact WHERE Email IN {}"
 CONTACT_ONE_SOQL = "SELECT Id, Email FROM Contact WHERE Email = {}"
+# The records a duplicate rule matched, to see whether they are the same person (the same email).
+MATCHED_SOQL = {"Lead": "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Id IN {}", "Contact": "SELECT Id, Email FROM Contact WHERE Id IN {}"}
 
 
 _NO_COLLECTIONS = object()
@@ -64,6 +66,9 @@ class WriteResult:
     outcome: str  # created | updated | adopted | duplicate_skipped | existing_contact | error
     lead_id: str | None = None
     error: Exception | None = None
+    # (entity type, record id) a duplicate rule matched: only on the sink's own "duplicate" outcome,
+    # which write_leads settles into one of the above before it returns.
+    matches: tuple[tuple[str, str], ...] = ()
 
 
 def _first_error(content: Any) -> dict[str, Any]:
@@ -126,7 +131,7 @@ class SalesforceSink:
         except requests.Timeout:
             raise self._translate("token", "timeout", None, "timed out") from None
         except requests.RequestException as exc:
-            raise self._translate("token", "connection", None, type(exc).__name__) from None
+            raise self._unreachable("token", exc) from None
         try:
             body = response.json()
         except ValueError:
@@ -165,7 +170,14 @@ class SalesforceSink:
             return FatalError(f"Salesforce rejected a freshly issued token ({detail}); check the Run As user's API access", code=rule.code, exit_code=rule.exit_code)
         if rule.next is Next.PERMANENT:
             return PermanentError(f"Salesforce {operation}: {detail}", code=rule.code)
-        return RetriableError(f"Salesforce {operation}: {detail} (HTTP {status})", code=rule.code)
+        answer = f"HTTP {status}" if status.isdigit() else "no answer"
+        return RetriableError(f"Salesforce {operation}: {detail} ({answer})", code=rule.code, counts_as_attempt=rule.next is not Next.OUTAGE)
+
+    def _unreachable(self, operation: str, exc: requests.RequestException) -> Exception:
+        """A connection that failed: the host and the cause, and whether it is a trust problem."""
+        reason = str(exc.__context__ or exc).strip()[:200] or "no details"
+        status = "tls" if failures.untrusted_certificate(exc) else "connection"
+        return self._translate(operation, status, None, f"{type(exc).__name__} to {self.config.domain}: {reason}")
 
     def _call(self, operation: str, send: Callable[[Salesforce], T]) -> T:
         """One API call: a new token once on 401, everything else translated through the table."""
@@ -184,7 +196,11 @@ class SalesforceSink:
                 error = _first_error(exc.content)
                 code = _code_of(error)
                 status = str(exc.status)
-                if status == "429" or code == "REQUEST_LIMIT_EXCEEDED":
+                if code == "REQUEST_LIMIT_EXCEEDED" and "concurrent" in _describe(error).lower():
+                    # The same code for too many long-running requests at once (ConcurrentPerOrgLongTxn):
+                    # a short wait, not the daily allowance. Its message is UNCONFIRMED (reference §4).
+                    code = "REQUEST_LIMIT_EXCEEDED (concurrent)"
+                if status == "429" or (code or "").startswith("REQUEST_LIMIT_EXCEEDED"):
                     self.rate_limited += 1
                 if status == "401" and not renewed:
                     renewed = True
@@ -196,7 +212,7 @@ class SalesforceSink:
             except ValueError:  # a 2xx whose body is not JSON (requests' JSONDecodeError is one too)
                 raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
             except requests.RequestException as exc:
-                raise self._translate(operation, "connection", None, type(exc).__name__) from None
+                raise self._unreachable(operation, exc) from None
 
     def _note_usage(self, sf: Salesforce) -> None:
         usage = getattr(sf, "api_usage", {}).get("api-usage")
@@ -243,8 +259,62 @@ class SalesforceSink:
         """Create (or, with an external id field, upsert) leads, 200 per call; one result per lead, in order."""
         results: list[WriteResult] = []
         for start in range(0, len(leads), BATCH):
-            results.extend(self._write_batch(leads[start : start + BATCH]))
+            batch = leads[start : start + BATCH]
+            results.extend(self._settle_duplicates(batch, self._write_batch(batch)))
         return results
+
+    def _settle_duplicates(self, batch: Sequence[LeadWrite], results: list[WriteResult]) -> list[WriteResult]:
+        """`on_duplicate = "adopt"`: a record a duplicate rule matched is adopted only when it is the
+        same person, an open Lead (or a Contact) with the same email. Our lookup by email found none
+        just before the write, so a match is either a lead written since (a race) or, through the
+        rule's fuzzy name and company criteria, somebody else, whose lead must not become this
+        user's. A duplicate reported without the matched records (possible inside a Collections
+        answer, shared/reference/salesforce.md §5) is sent again alone: the single-record endpoint
+        names them."""
+        results = list(results)
+        for index, result in enumerate(results):
+            if result.outcome == "duplicate" and not result.matches and len(batch) > 1:
+                try:
+                    results[index] = self._write_one(batch[index])
+                except (RetriableError, PermanentError) as exc:  # the batch's other results stand
+                    results[index] = WriteResult("error", error=exc)
+        pending = [i for i, r in enumerate(results) if r.outcome == "duplicate"]
+        if not pending:
+            return results
+        try:
+            emails = self._emails_of({match for i in pending for match in results[i].matches})
+        except (RetriableError, PermanentError) as exc:
+            for index in pending:
+                results[index] = WriteResult("error", error=exc)
+            return results
+        for index in pending:
+            email = batch[index].fields.get("Email")
+            email = email.lower() if isinstance(email, str) else None
+            same = [(entity, record_id) for entity, record_id in results[index].matches if email and emails.get(record_id) == email]
+            leads = [record_id for entity, record_id in same if entity == "Lead"]
+            if leads:
+                results[index] = WriteResult("adopted", lead_id=leads[0])
+            elif same:
+                results[index] = WriteResult("existing_contact")
+            else:
+                results[index] = WriteResult("error", error=results[index].error)
+        return results
+
+    def _emails_of(self, matches: Iterable[tuple[str, str]]) -> dict[str, str]:
+        """Record id -> lower-cased email of the matched open Leads and Contacts."""
+        ids: dict[str, list[str]] = {}
+        for entity, record_id in matches:
+            if entity in MATCHED_SOQL:
+                ids.setdefault(entity, []).append(record_id)
+        found: dict[str, str] = {}
+        for entity, record_ids in sorted(ids.items()):
+            for chunk in _query_chunks(sorted(set(record_ids)), MATCHED_SOQL[entity]):
+                soql = format_soql(MATCHED_SOQL[entity], chunk)
+                result = self._call("lead_lookup" if entity == "Lead" else "contact_lookup", lambda sf: sf.query_all(soql))
+                for record in result.get("records", []) if isinstance(result, dict) else []:
+                    if isinstance(record.get("Id"), str) and isinstance(record.get("Email"), str):
+                        found[record["Id"]] = record["Email"].lower()
+        return found
 
     def _duplicate_header(self) -> dict[str, str]:
         return {"Sforce-Duplicate-Rule-Header": "allowSave=true"} if self.config.on_duplicate == "allow_save" else {}
@@ -323,8 +393,8 @@ class SalesforceSink:
         fields = error.get("fields")
         field = ",".join(f for f in fields if isinstance(f, str)) if isinstance(fields, list) else None
         message = _describe(error)
-        if rule.next is Next.RETRY:
-            return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code))
+        if rule.next in (Next.RETRY, Next.OUTAGE):
+            return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code, counts_as_attempt=rule.next is Next.RETRY))
         if rule.next is Next.FATAL:
             raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code, exit_code=rule.exit_code)
         # A row written for this code names it; an unknown code is more use recorded as it is.
@@ -332,19 +402,17 @@ class SalesforceSink:
         return WriteResult("error", error=PermanentError(f"Salesforce refused the lead: {message}", code=recorded, field=field or None))
 
     def _duplicate(self, error: dict[str, Any]) -> WriteResult:
-        matches = _duplicate_matches(error)
         if self.config.on_duplicate == "skip":
             return WriteResult("duplicate_skipped")
-        if self.config.on_duplicate == "adopt":
-            leads = [record_id for entity, record_id in matches if entity == "Lead"]
-            if leads:
-                return WriteResult("adopted", lead_id=leads[0])
-            if any(entity == "Contact" for entity, _ in matches):
-                return WriteResult("existing_contact")
-        return WriteResult(
-            "error",
-            error=PermanentError(f"Salesforce duplicate rule refused the lead: {_describe(error)}", code="DUPLICATES_DETECTED"),
+        matches = tuple(_duplicate_matches(error))
+        refused = PermanentError(
+            f"Salesforce duplicate rule refused the lead: {_describe(error)}"
+            + (f"; it matched {len(matches)} record(s) with another email, so none was adopted" if matches else ""),
+            code="DUPLICATES_DETECTED",
         )
+        if self.config.on_duplicate == "adopt":
+            return WriteResult("duplicate", error=refused, matches=matches)  # settled by _settle_duplicates
+        return WriteResult("error", error=refused)  # allow_save, refused all the same: a blocking rule
 
 
 def _duplicate_matches(error: dict[str, Any]) -> list[tuple[str, str]]:

@@ -146,7 +146,8 @@ def test_one_salesforce_batch_records_each_leads_own_outcome(sandbox, tenant, cl
     assert run.code == 0, run.stdout + run.stderr  # refusals are permanent: recorded, not retried
     (write,) = sf.calls(None, r".*/composite/sobjects.*")
     assert len(write.json()["records"]) == 5 and write.json()["allOrNone"] is False
-    assert len(sf.calls("GET", r".*/query/?")) == 1
+    # One lookup of open leads; one more reads the contact the duplicate rule matched (same email?).
+    assert [c.query["q"].split(" WHERE ")[0] for c in sf.calls("GET", r".*/query/?")] == ["SELECT Id, Email FROM Lead", "SELECT Id, Email FROM Contact"]
     assert outcomes(sandbox) == {
         "auth0|ok1": ("recorded", None),
         "auth0|refused": ("failed", "INVALID_EMAIL_ADDRESS"),
@@ -161,6 +162,52 @@ def test_one_salesforce_batch_records_each_leads_own_outcome(sandbox, tenant, cl
     assert meta["auth0|ok2"]["salesforceLeadId"] == meta["auth0|twin"]["salesforceLeadId"] == leads["ok2@example.com"]
     assert "recordedAsLead" not in meta["auth0|long"]
     assert run.event("cycle_finished")["failed"] == {"INVALID_EMAIL_ADDRESS": 1, "STRING_TOO_LONG": 1}
+
+
+@pytest.mark.parametrize("shape", ["single", "batch"])
+def test_a_duplicate_rule_match_on_another_persons_name_is_not_adopted(sandbox, tenant, cli, shape):
+    # Salesforce's standard matching rules also match on first name, last name and company, and the
+    # company is one for everyone: another John Smith's lead must not become this John Smith's.
+    sf = sandbox.salesforce
+    sf.duplicate_rule, sf.duplicate_match = "block", "standard"
+    (theirs,) = sf.add_leads([{"FirstName": "John", "LastName": "Smith", "Company": "Acme", "Email": "john@example.net"}])
+    tenant.user("auth0|john", email="john.smith@example.com", given_name="John", family_name="Smith")
+    tenant.logins("auth0|john")
+    if shape == "batch":
+        tenant.user("auth0|ada", given_name="Ada", family_name="Lovelace")
+        tenant.logins("auth0|ada")
+
+    run = cli("--run-once", config=sandbox.write_config(salesforce={"company": "Acme"}))
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert outcomes(sandbox)["auth0|john"] == ("failed", "DUPLICATES_DETECTED")
+    assert "another email" in run.event("user_failed")["error"]
+    assert "app_metadata" not in sandbox.auth0.users["auth0|john"] or \
+        sandbox.auth0.users["auth0|john"]["app_metadata"].get("salesforceLeadId") != theirs
+    if shape == "batch":  # the batch's other lead is written all the same
+        assert outcomes(sandbox)["auth0|ada"] == ("recorded", None)
+
+
+def test_a_duplicate_inside_collections_without_the_matched_records_is_asked_again_alone(sandbox, tenant, cli):
+    # Whether a Collections answer carries the duplicateResult is unconfirmed. Here it does not; the
+    # record is sent again through the single-record endpoint, which names the match: a lead with
+    # the user's own email, written after our lookup found none (the lookup answers as it did then).
+    sf = sandbox.salesforce
+    sf.duplicate_rule, sf.collection_duplicate_details = "block", False
+    (raced,) = sf.add_leads([{"LastName": "Raced", "Company": "Acme", "Email": "racer@example.com"}])
+    sf.fail("GET", r".*/query/?", status=200, body={"totalSize": 0, "done": True, "records": []},
+            when=lambda request: "Email IN" in request.query.get("q", ""))
+    tenant.user("auth0|racer")
+    tenant.user("auth0|other")
+    tenant.logins("auth0|racer", "auth0|other")
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert outcomes(sandbox) == {"auth0|racer": ("recorded", None), "auth0|other": ("recorded", None)}
+    assert sandbox.auth0.users["auth0|racer"]["app_metadata"]["salesforceLeadId"] == raced
+    assert len(sf.calls("POST", r".*/composite/sobjects/?")) == 1 and len(sf.calls("POST", r".*/sobjects/Lead/?")) == 1
+    assert sorted(lead["Email"] for lead in sf.leads.values()) == ["other@example.com", "racer@example.com"]
 
 
 def test_salesforce_batches_are_filled_across_profile_batches(sandbox, tenant, cli):

@@ -20,6 +20,7 @@ REST = r"/services/data/v[\d.]+"
 
 
 def _status(rule: Rule) -> int:
+    assert rule.status not in ("timeout", "connection", "tls"), "not an HTTP answer"
     if rule.status == "5xx":
         return 503
     if rule.status == "*":
@@ -50,6 +51,7 @@ ROUTES = {
     ("auth0", "user_read"): ("GET", r"/api/v2/users/.+"),
     ("auth0", "user_write"): ("PATCH", r"/api/v2/users/.+"),
     ("auth0", "user_search"): ("GET", "/api/v2/users"),
+    ("auth0", "log_search"): ("GET", "/api/v2/logs"),
     ("salesforce", "token"): ("POST", "/services/oauth2/token"),
     ("salesforce", "lead_lookup"): ("GET", REST + "/query/?"),
     ("salesforce", "contact_lookup"): ("GET", REST + "/query/?"),
@@ -67,9 +69,18 @@ def inject(sandbox, rule: Rule, times: int, shape: str) -> None:
         method, path = SINGLE_WRITE if shape == "single" else BATCH_WRITE
     else:
         method, path = ROUTES[(rule.api, _operation(rule))]
-    # The lead and contact lookups share the query endpoint: the SOQL tells them apart.
-    when = (lambda request: "FROM Contact" in request.query.get("q", "")) if rule.operation == "contact_lookup" else None
-    if rule.status == "timeout":
+    # The lead and contact lookups share the query endpoint, and the log reads the log search's: the
+    # SOQL, or the parameters, tell them apart.
+    when = None
+    if rule.operation == "contact_lookup":
+        when = lambda request: "FROM Contact" in request.query.get("q", "")  # noqa: E731
+    elif rule.operation == "log_search":
+        when = lambda request: "from" not in request.query  # noqa: E731
+    elif rule.operation == "logs":
+        when = lambda request: "from" in request.query  # noqa: E731
+    if rule.status == "tls":
+        sandbox.distrust(emulator)
+    elif rule.status == "timeout":
         emulator.fail(method, path, hang=True, times=times)
     elif rule.status == "connection":
         emulator.fail(method, path, drop=True, times=times)
@@ -78,7 +89,11 @@ def inject(sandbox, rule: Rule, times: int, shape: str) -> None:
         # successful Collections answer with `statusCode`, one per record.
         error = {"message": f"injected for {rule.code}", "fields": ["LastName"]}
         if rule.vendor_code == "DUPLICATES_DETECTED":
-            (existing,) = sandbox.salesforce.add_leads([{"LastName": "Matched", "Company": "Other", "Email": "other@example.com"}])
+            # A race: the same person's lead was written after our lookup found none (the lookup is
+            # answered as it was then), so the rule matches a lead with the user's own email.
+            (existing,) = sandbox.salesforce.add_leads([{"LastName": "Matched", "Company": "Other", "Email": f"{USER.split('|')[1]}@example.com"}])
+            emulator.fail("GET", REST + "/query/?", status=200, body={"totalSize": 0, "done": True, "records": []},
+                          when=lambda request: "FROM Lead WHERE IsConverted = false AND Email" in request.query.get("q", ""))
             error["duplicateResult"] = {
                 "allowSave": False,
                 "matchResults": [{"entityType": "Lead", "matchRecords": [{"record": {"attributes": {"type": "Lead"}, "Id": existing}}]}],
@@ -142,7 +157,7 @@ CASES = [
 def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, make_app):
     setup_user(sandbox, tenant, rule, shape)
     user_id = "google-oauth2|linked-secondary" if rule.operation == "user_search" else USER
-    persistent = rule.next in (Next.RETRY, Next.FATAL, Next.PERMANENT, Next.NOT_FOUND)
+    persistent = rule.next in (Next.RETRY, Next.OUTAGE, Next.FATAL, Next.PERMANENT, Next.NOT_FOUND)
     inject(sandbox, rule, times=-1 if persistent else 1, shape=shape)
     salesforce = {"external_id_field": "Auth0_User_Id__c"} if rule.code == "salesforce_external_id_missing" else {}
     if salesforce:
@@ -162,13 +177,14 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
     report = app.run_cycle()
     row = user_row(app, user_id)
 
-    if rule.next is Next.RETRY:
+    if rule.next in (Next.RETRY, Next.OUTAGE):
         assert report.exit_code == ExitCode.TEMPORARY
         if rule.operation == "logs" or (rule.api == "auth0" and rule.operation == "token"):
             assert report.ingest_error == rule.code  # ingest pauses; the checkpoint stays where it was
             assert app.ledger.checkpoint is None and row is None
         else:
-            assert (row.status, row.reason, row.attempts) == ("pending", rule.code, 1)
+            # An outage says nothing about the user: it uses up no attempt, however long it lasts.
+            assert (row.status, row.reason, row.attempts) == ("pending", rule.code, 1 if rule.next is Next.RETRY else 0)
             assert report.retrying == {rule.code: 2 if shape == "batch" else 1}
         # The fault passes: the next due cycle finishes the job.
         sandbox.auth0.clear_faults()

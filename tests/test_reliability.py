@@ -8,6 +8,8 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from poller.errors import ExitCode
 from poller.sandbox.scenario import make_log_id, user_profile
 
@@ -281,3 +283,54 @@ def test_a_salesforce_outage_is_a_warning_not_just_info(sandbox, tenant, cli):
     assert run.code == 75
     finished = run.event("cycle_finished")
     assert finished["level"] == "warning" and finished["outcome"] == "partial"
+
+
+@pytest.mark.parametrize("api", ["salesforce", "auth0"])
+def test_an_outage_longer_than_every_attempt_fails_nobody(sandbox, tenant, cli, api):
+    # max_attempts runs out after 3 attempts; the outage lasts 5 cycles. An outage says nothing about
+    # the users: they stay pending (exit 75 every time, never 0), and the first cycle after it makes
+    # their leads.
+    tenant.user("auth0|a")
+    tenant.user("auth0|b")
+    tenant.logins("auth0|a", "auth0|b")
+    if api == "salesforce":
+        sandbox.salesforce.fail("POST", "/services/oauth2/token", status=503, body="<html>Service Unavailable</html>", times=-1)
+    else:  # the logs still answer; every profile read meets a 503
+        sandbox.auth0.fail("GET", r"/api/v2/users.*", status=503, body={"statusCode": 503, "error": "Service Unavailable", "message": "down"}, times=-1)
+    config = sandbox.write_config(work={"max_attempts": 3, "backoff_base_seconds": 1, "backoff_cap_seconds": 1})
+    db = sqlite3.connect(sandbox.workdir / "state.db", isolation_level=None)
+    for _ in range(5):
+        run = cli("--run-once", config=config)
+        assert run.code == ExitCode.TEMPORARY, run.stdout + run.stderr
+        assert run.event("cycle_finished")["failed"] == {}
+        db.execute("UPDATE users SET next_attempt_at = 0")  # the backoff has passed
+    assert db.execute("SELECT status, attempts FROM users").fetchall() == [("pending", 0)] * 2
+    sandbox.salesforce.clear_faults()
+    sandbox.auth0.clear_faults()
+    assert cli("--run-once", config=config).code == 0
+    assert len(sandbox.salesforce.leads) == 2
+    db.close()
+
+
+def test_the_concurrent_request_limit_is_a_short_retry_not_the_daily_allowance(sandbox, tenant, cli):
+    # REQUEST_LIMIT_EXCEEDED also names the limit on long-running requests at once: no pause of the
+    # day's writes, just another try.
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    body = [{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    sandbox.salesforce.fail("GET", r".*/query/?", status=403, body=body, times=1)
+    run = cli("--run-once")
+    assert run.code == ExitCode.TEMPORARY
+    summary = run.event("cycle_finished")
+    assert summary.get("salesforce_paused") is None and summary["retrying"] == {"salesforce_concurrency_limited": 1}
+
+
+@pytest.mark.parametrize("api", ["auth0", "salesforce"])
+def test_an_untrusted_certificate_is_one_clear_fatal_line_naming_the_host(sandbox, tenant, cli, api):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    sandbox.distrust(sandbox.auth0 if api == "auth0" else sandbox.salesforce)
+    run = cli("--run-once", config=sandbox.write_config())
+    assert run.code == ExitCode.ERROR, run.stdout + run.stderr
+    host = (sandbox.auth0 if api == "auth0" else sandbox.salesforce).host
+    assert "certificate is not trusted" in run.stderr and host in run.stderr and "CERTIFICATE_VERIFY_FAILED" in run.stderr

@@ -35,6 +35,12 @@ class Sandbox:
         self.auth0.serve(context)
         self.salesforce.serve(context)
 
+    def distrust(self, emulator: Auth0Emulator | SalesforceEmulator) -> None:
+        """Serve `emulator` from now on with a certificate of another CA, which the bundle does not
+        trust (a TLS-intercepting proxy, a missing ca_bundle); its port changes, so write the config after."""
+        emulator.stop()
+        emulator.serve(SandboxCA().server_context())
+
     def env(self) -> dict[str, str]:
         """The secrets, as environment variables (where they belong)."""
         return {"AUTH0_CLIENT_SECRET": self.auth0_secret, "SALESFORCE_CLIENT_SECRET": self.salesforce_secret}

@@ -133,8 +133,9 @@ class _Fail(Exception):
             out["fields"] = self.fields
         return {**out, **self.extra}
 
-    def collection(self) -> dict:
-        return {"statusCode": self.code, "message": self.message, "fields": self.fields or [], **self.extra}
+    def collection(self, details: bool = True) -> dict:
+        extra = self.extra if details else {k: v for k, v in self.extra.items() if k != "duplicateResult"}
+        return {"statusCode": self.code, "message": self.message, "fields": self.fields or [], **extra}
 
 
 class _Reject(Exception):
@@ -165,6 +166,13 @@ class SalesforceEmulator(Emulator):
         self.api_limit = api_limit
         self.api_usage = 0
         self.duplicate_rule = duplicate_rule
+        # What the rule matches on: "email" (exact), or "standard", like Salesforce's standard Lead
+        # and Contact matching rules, which also match on name and company (fuzzily there; here the
+        # same first name, last name and company, case-folded), so a different person can match.
+        self.duplicate_match = "email"
+        # Whether a DUPLICATES_DETECTED inside an sObject Collections answer carries its
+        # duplicateResult: UNCONFIRMED (shared/reference/salesforce.md §5), so tests try both.
+        self.collection_duplicate_details = True
         self.clock = clock
         self.session_timeout = session_timeout  # seconds of inactivity after which a token dies; None = never
         self.tokens_issued = 0
@@ -561,17 +569,25 @@ class SalesforceEmulator(Emulator):
         self._check_unique(sobject, merged, staged or [])
         return merged, values
 
+    def _duplicate_of(self, record: dict, other: dict) -> bool:
+        def same(name: str) -> bool:
+            a, b = record.get(name), other.get(name)
+            return isinstance(a, str) and isinstance(b, str) and bool(a) and a.casefold() == b.casefold()
+
+        if same("Email"):
+            return True
+        return self.duplicate_match == "standard" and same("FirstName") and same("LastName") and \
+            ("Company" not in other or same("Company"))
+
     def _check_duplicates(self, record: dict, version: str, allow_save: bool) -> None:
-        email = record.get("Email")
-        if not email:
+        if not record.get("Email") and self.duplicate_match == "email":
             return
         results = []
         rules = (("Lead", "Standard_Lead_Match_Rule_v1_0"), ("Contact", "Standard_Contact_Match_Rule_v1_1"))
         for sobject, rule in rules:
             hits = [
                 r for r in self._store(sobject).values()
-                if r["Id"] != record["Id"] and not r.get("IsConverted")
-                and isinstance(r.get("Email"), str) and r["Email"].casefold() == email.casefold()
+                if r["Id"] != record["Id"] and not r.get("IsConverted") and self._duplicate_of(record, r)
             ]
             if hits:
                 results.append({
@@ -682,7 +698,7 @@ class SalesforceEmulator(Emulator):
         results = []
         for outcome in outcomes:
             if isinstance(outcome, _Fail):
-                results.append({"success": False, "errors": [outcome.collection()]})
+                results.append({"success": False, "errors": [outcome.collection(self.collection_duplicate_details)]})
             elif failed and all_or_none:
                 rolled = _Fail("ALL_OR_NONE_OPERATION_ROLLED_BACK", ROLLED_BACK, [])
                 results.append({"success": False, "errors": [rolled.collection()]})

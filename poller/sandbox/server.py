@@ -182,6 +182,7 @@ class Emulator:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
+        self._stopping.clear()  # serving again after a stop
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
