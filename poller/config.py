@@ -69,7 +69,7 @@ class SalesforceConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     interval_seconds: float = 300.0
-    cycle_deadline_seconds: float = 0.0  # 0: the interval itself
+    cycle_deadline_seconds: float = 0.0  # 0: the default, 80% of the interval (deadline_seconds)
     watchdog_intervals: float = 3.0
 
     @property
@@ -154,6 +154,7 @@ class Config:
 HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
 LOG_ID = re.compile(r"^[0-9]{1,200}$")  # ASCII digits only: \d also matches other scripts' digits
 API_VERSION = re.compile(r"^\d{2,3}\.0$")
+MIN_API_VERSION = 52.0  # Sforce-Duplicate-Rule-Header (v52); Collections upsert (v46)
 SF_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -249,9 +250,9 @@ def check_ca_bundle(path: Path) -> str | None:
     return None
 
 
-def check_domain(value: str) -> str | None:
+def check_domain(value: str, example: str = "example.eu.auth0.com") -> str | None:
     if "://" in value:
-        return "give the host only, without a scheme (all traffic is HTTPS), e.g. 'example.eu.auth0.com'"
+        return f"give the host only, without a scheme (all traffic is HTTPS), e.g. '{example}'"
     if "/" in value:
         return "give the host only, without a path"
     match = HOST_PORT.match(value)
@@ -264,7 +265,7 @@ def check_domain(value: str) -> str | None:
 
 
 def check_salesforce_domain(value: str) -> str | None:
-    why = check_domain(value)
+    why = check_domain(value, "acme.my.salesforce.com")
     if why:
         return why
     host = value.split(":")[0].lower()
@@ -482,7 +483,11 @@ def parse(
     def api_version(value: str) -> str | None:
         if value.lower().startswith("v"):
             return f"write the number without 'v', e.g. \"{value[1:]}\""
-        return None if API_VERSION.match(value) else "must look like \"59.0\""
+        if not API_VERSION.match(value):
+            return "must look like \"59.0\""
+        if float(value) < MIN_API_VERSION:
+            return f"must be {MIN_API_VERSION:.1f} or later: lead-poller writes leads with sObject Collections upserts and the duplicate rule header"
+        return None
 
     def field_name(value: str) -> str | None:
         return None if value == "" or SF_FIELD_NAME.match(value) else "must be a Salesforce field API name, e.g. Auth0_User_Id__c"
@@ -507,6 +512,17 @@ def parse(
         cycle_deadline_seconds=float(reader.get(sc, "schedule.cycle_deadline_seconds", (int, float), 0, _between(0, 7 * DAY))),
         watchdog_intervals=float(reader.get(sc, "schedule.watchdog_intervals", (int, float), 3, _between(2, 1000))),
     )
+    if not any(p.key.startswith("schedule.") for p in problems):
+        # The daemon's watchdog must let the longest cycle finish and the next one start; otherwise
+        # it would kill healthy cycles.
+        needed = schedule.deadline_seconds + schedule.interval_seconds
+        if schedule.watchdog_intervals * schedule.interval_seconds < needed:
+            problems.append(Problem(
+                "schedule.watchdog_intervals", f"{schedule.watchdog_intervals:g}",
+                f"{schedule.watchdog_intervals:g} × interval_seconds = {schedule.watchdog_intervals * schedule.interval_seconds:g} s is shorter "
+                f"than a cycle may run (cycle_deadline_seconds {schedule.deadline_seconds:g} s, then the next interval): "
+                f"the daemon would stop its own cycles; use at least {math.ceil(needed / schedule.interval_seconds)}, or a shorter deadline",
+            ))
 
     st = reader.section("state", {"path"})
     state_path = reader.get(st, "state.path", str, "", lambda v: None if v.strip() else "must not be empty")

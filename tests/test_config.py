@@ -341,3 +341,27 @@ def test_batched_profile_reads_are_on_by_default_and_a_true_or_false():
     assert parse(VALID).work.batch_profile_reads is True
     assert parse(with_("work", batch_profile_reads=False)).work.batch_profile_reads is False
     assert problems_of(with_("work", batch_profile_reads="no")) == {"work.batch_profile_reads": "must be true or false"}
+
+
+def test_a_domain_given_as_a_url_is_answered_with_an_example_of_its_own_api():
+    found = problems_of(with_("salesforce", domain="https://acme.my.salesforce.com/"))
+    assert "without a scheme" in found["salesforce.domain"] and "'acme.my.salesforce.com'" in found["salesforce.domain"]
+    found = problems_of(with_("auth0", domain="https://example.eu.auth0.com"))
+    assert "'example.eu.auth0.com'" in found["auth0.domain"]
+
+
+@pytest.mark.parametrize("version, ok", [("51.0", False), ("42.0", False), ("52.0", True), ("62.0", True)])
+def test_api_versions_older_than_the_features_used_are_refused(version, ok):
+    if ok:
+        assert parse(with_("salesforce", api_version=version)).salesforce.api_version == version
+    else:
+        assert "52.0 or later" in problems_of(with_("salesforce", api_version=version))["salesforce.api_version"]
+
+
+def test_a_watchdog_shorter_than_a_cycle_may_run_is_refused():
+    # The daemon's own watchdog (2 × 60 s) would stop a healthy cycle that runs to its 600 s deadline.
+    found = problems_of(with_("schedule", interval_seconds=60, cycle_deadline_seconds=600, watchdog_intervals=2))
+    assert set(found) == {"schedule.watchdog_intervals"}
+    assert "120 s" in found["schedule.watchdog_intervals"] and "at least 11" in found["schedule.watchdog_intervals"]
+    assert parse(with_("schedule", interval_seconds=60, cycle_deadline_seconds=600, watchdog_intervals=11)).schedule.watchdog_intervals == 11
+    assert parse(with_("schedule", interval_seconds=60, watchdog_intervals=2)).schedule.deadline_seconds == 48  # the default deadline fits
