@@ -149,11 +149,17 @@ class Auth0Source:
 
     # --- plumbing -----------------------------------------------------------------------------
 
+    def _bucket(self, group: str) -> str:
+        """The rate-limit bucket an endpoint group spends: its own, or the whole Management API's
+        (`rate_limit_buckets = "global"`: Free, Enterprise), where pacing each group on its own
+        would overdraw the one bucket. The token endpoint is the Authentication API's."""
+        return "management" if self.config.rate_limit_buckets == "global" and group != "token" else group
+
     def _observe(self, response: httpx.Response) -> None:
         group = _endpoint_group(response.request.method, response.request.url.path)
         with self._calls_lock:
             self.calls[group] = self.calls.get(group, 0) + 1
-        self.gate.observe(group, response.headers)
+        self.gate.observe(self._bucket(group), response.headers)
 
     def _fetch_token(self) -> tuple[str, float]:
         def send() -> httpx.Response:
@@ -230,12 +236,13 @@ class Auth0Source:
 
     def _send(self, group: str, send: Callable[[], T]) -> T:
         """One attempt, paced by the rate gate (which sees the answer through the response hook)."""
-        if self.interrupt.stopping or not self.gate.acquire(group, self.interrupt):
+        bucket = self._bucket(group)
+        if self.interrupt.stopping or not self.gate.acquire(bucket, self.interrupt):
             raise Interrupted()
         try:
             return send()
         finally:
-            self.gate.release(group)
+            self.gate.release(bucket)
 
     # --- logs ---------------------------------------------------------------------------------
 

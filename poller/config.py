@@ -52,6 +52,9 @@ class Auth0Config:
     client_secret: str = field(repr=False)
     start_from: str = "now"
     login_types: tuple[str, ...] = DEFAULT_LOGIN_TYPES
+    # per_endpoint: logs, user reads and user writes each have a bucket (Essentials, Professional);
+    # global: one bucket for the whole Management API (Free; Enterprise's global limit).
+    rate_limit_buckets: str = "per_endpoint"
 
 
 @dataclass(frozen=True)
@@ -463,13 +466,14 @@ def parse(
             merged[section][key] = value
     reader.raw = merged
 
-    a = reader.section("auth0", {"domain", "client_id", "client_secret", "start_from", "login_types"})
+    a = reader.section("auth0", {"domain", "client_id", "client_secret", "start_from", "login_types", "rate_limit_buckets"})
     auth0 = Auth0Config(
         domain=reader.get(a, "auth0.domain", str, "", check_domain),
         client_id=reader.get(a, "auth0.client_id", str, ""),
         client_secret=reader.get(a, "auth0.client_secret", str, ""),
         start_from=reader.get(a, "auth0.start_from", str, "now", check_start_from),
         login_types=tuple(reader.get(a, "auth0.login_types", list, list(DEFAULT_LOGIN_TYPES), check_login_types)),
+        rate_limit_buckets=reader.get(a, "auth0.rate_limit_buckets", str, "per_endpoint", _one_of("per_endpoint", "global")),
     )
     required = ("domain", "client_id", "client_secret") if require_secrets else ("domain", "client_id")
     for key in required:

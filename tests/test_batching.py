@@ -245,6 +245,22 @@ def test_paced_by_the_rate_limit_headers_no_user_meets_a_429(sandbox, tenant, cl
     assert set(outcomes(sandbox).values()) == {("recorded", None)}
 
 
+def test_a_plan_with_one_bucket_for_the_whole_api_is_paced_as_one(sandbox, tenant, cli):
+    # The Free plan: one bucket of 2 for every Management API call, sped up 10 times. Paced group by
+    # group, the log feed, the readers and the writers would each spend what they think is theirs.
+    sandbox.auth0.rate_limits = RateLimits.free(time_scale=10)
+    for i in range(6):
+        tenant.user(f"auth0|f{i:02d}")
+        tenant.logins(f"auth0|f{i:02d}")
+
+    run = cli("--run-once", config=sandbox.write_config(auth0={"rate_limit_buckets": "global"}, work={"concurrency": 4}))
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert sum(sandbox.auth0.count_429.values()) == 0
+    assert len(sandbox.salesforce.leads) == 6
+    assert set(outcomes(sandbox).values()) == {("recorded", None)}
+
+
 # --- the two stages side by side ------------------------------------------------------------------
 
 

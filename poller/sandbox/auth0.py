@@ -130,6 +130,9 @@ class RateLimits:
     users_write: tuple[int, float] = (20, 200 / 60)
     other: tuple[int, float] = (10, 150 / 60)
     time_scale: float = 1.0
+    # One bucket for the whole Management API (the Free plan; Enterprise's global limit), sized as
+    # `other`, instead of one per endpoint group.
+    shared: bool = False
 
     GROUPS = ("logs", "users_read", "users_write", "other")
 
@@ -139,14 +142,16 @@ class RateLimits:
 
     @classmethod
     def free(cls, time_scale: float = 1.0) -> "RateLimits":
-        return cls((2, 2.0), (2, 2.0), (2, 2.0), (2, 2.0), time_scale)
+        return cls(other=(2, 2.0), time_scale=time_scale, shared=True)
 
     @classmethod
     def enterprise(cls, time_scale: float = 1.0) -> "RateLimits":
-        # One global limit in production; groups here get the same numbers, not a shared bucket.
-        return cls((50, 16.0), (50, 16.0), (50, 16.0), (50, 16.0), time_scale)
+        return cls(other=(50, 16.0), time_scale=time_scale, shared=True)
 
     def buckets(self, clock: Callable[[], float]) -> dict[str, TokenBucket]:
+        if self.shared:
+            bucket = TokenBucket(*self.other, clock=clock, time_scale=self.time_scale)
+            return {group: bucket for group in self.GROUPS}
         return {
             group: TokenBucket(*getattr(self, group), clock=clock, time_scale=self.time_scale)
             for group in self.GROUPS
