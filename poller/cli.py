@@ -30,13 +30,26 @@ from poller import logs
 from poller.errors import ConfigError, ExitCode, FatalError, PollerError
 
 DEFAULT_CONFIG = Path("config.toml")
+# Commands whose stdout is their result (a report, a document, one line saying what changed): their
+# log goes to stderr. The daemon, --run-once and backfill log on stdout (journald, cron).
+RESULT_COMMANDS = frozenset({"check", "status", "retry", "reset-checkpoint"})
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error exits 78 (EX_CONFIG, like every argument that cannot
+    work), not 2: under systemd, RestartPreventExitStatus=78 then ends the restart loop of a bad
+    ExecStart= line. The message is argparse's usual one: the usage, then `prog: error: ...`."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.CONFIG), f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help="configuration file (default: ./config.toml)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lead-poller",
         description="Turn Auth0 sign-ins into Salesforce Leads, once each.",
         parents=[common],
@@ -81,10 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(path: Path, *, dry_run: bool = False) -> config_module.Config:
-    config = config_module.load(path)
-    # A dry run prints its decisions on stdout; the log goes to stderr then, out of their way.
-    logs.configure(level=config.logging.level, pii=config.logging.pii, secret_values=config.secrets(), stream=sys.stderr if dry_run else None)
+def _configure_logging(command: str | None, config: config_module.Config | None = None, *, dry_run: bool = False, level: str | None = None) -> None:
+    """The same log set-up for every command: JSON lines when the log's stream is not a terminal, a
+    readable console on one. The stream is stdout, except for the commands whose stdout is their
+    result and for a dry run (its decisions are on stdout): stderr then. Called once before the
+    configuration is read (so that even its errors are reported alike) and again with it."""
+    stream = sys.stderr if dry_run or command in RESULT_COMMANDS else sys.stdout
+    if config is None:
+        logs.configure(level=level or "info", stream=stream)
+    else:
+        logs.configure(level=level or config.logging.level, pii=config.logging.pii, secret_values=config.secrets(), stream=stream)
+
+
+def load_config(path: Path, *, command: str | None = None, dry_run: bool = False, require_secrets: bool = True, level: str | None = None) -> config_module.Config:
+    config = config_module.load(path, require_secrets=require_secrets)
+    _configure_logging(command, config, dry_run=dry_run, level=level)
     return config
 
 
@@ -93,7 +117,11 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help or --version (0), a usage error (78, see _Parser)
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.CONFIG if exc.code else ExitCode.OK)
+    prefix = f"lead-poller{' ' + args.command if args.command else ''}"
     config_path: Path = getattr(args, "config", DEFAULT_CONFIG)
     dry_run: bool = getattr(args, "dry_run", False)
     try:
@@ -103,43 +131,78 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(run_demo(keep=args.keep, rules=args.rules))
         if args.command == "backfill":
             backfill = _backfill_arguments(args)
-            return _backfill(load_config(config_path, dry_run=dry_run), dry_run=dry_run, **backfill)
+            _configure_logging(args.command, dry_run=dry_run)
+            return _backfill(load_config(config_path, command=args.command, dry_run=dry_run), dry_run=dry_run, **backfill)
         if dry_run and (args.command is not None or not args.run_once):
             raise UsageError("--dry-run goes with --run-once or backfill: the daemon never runs dry")
+        _configure_logging(args.command, dry_run=dry_run, level="warning" if args.command in ("check", "status") else None)
         if args.command == "check":
             from poller import check
 
-            logs.configure(level="warning", stream=sys.stderr)
             return int(check.run(config_path, out=sys.stdout))
         if args.command == "status":
             return _status(config_path, as_json=args.json, as_prometheus=args.prometheus)
         if args.command in ("retry", "reset-checkpoint"):
+            if args.command == "retry" and not args.user_ids and not args.all_failed:
+                raise UsageError("name USER_IDs or pass --all-failed")
+            if args.command == "reset-checkpoint" and args.to is not None and not (args.to.isascii() and args.to.isdigit()):
+                raise UsageError(f"--to {args.to!r}: a log_id is digits, exactly as Auth0 gave it")
             # State edits call no vendor: the service's secrets are not needed to run them.
-            config = config_module.load(config_path, require_secrets=False)
+            config = load_config(config_path, command=args.command, require_secrets=False)
             if args.command == "retry":
                 return _retry(config, args.user_ids, args.all_failed)
             return _reset_checkpoint(config, args.to)
         config = load_config(config_path, dry_run=dry_run)
         return _run(config, once=args.run_once, dry_run=dry_run)
     except UsageError as exc:
-        print(f"lead-poller{' ' + args.command if args.command else ''}: {exc}", file=sys.stderr)
+        # About the command line, like argparse's own errors: one line on stderr, no log line.
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG)
     except ConfigError as exc:
-        print(f"lead-poller: {exc}", file=sys.stderr)
-        return int(ExitCode.CONFIG)
+        return logs.report_fatal(
+            prefix, str(exc) + _state_path_hint(exc), code="config_invalid", exit_code=exc.exit_code,
+            summary=str(exc).splitlines()[0], problems=[str(p) for p in exc.problems],
+        )
     except FatalError as exc:
-        logs.get_logger("poller").error("fatal", code=exc.code, error=str(exc))
-        print(f"lead-poller: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
+        return logs.report_fatal(prefix, str(exc), code=exc.code, exit_code=exc.exit_code)
     except PollerError as exc:
-        print(f"lead-poller: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
+        return logs.report_fatal(prefix, str(exc), code=getattr(exc, "code", "error"), exit_code=exc.exit_code)
     except KeyboardInterrupt:
+        return int(ExitCode.OK)
+    except BrokenPipeError:
+        # Whoever read our output went away (`lead-poller status | head -1`): nobody is left to tell.
+        logs.reader_gone(sys.stdout)
         return int(ExitCode.OK)
     except Exception as exc:  # a bug: say so, with the traceback in the log
         logs.get_logger("poller").exception("unexpected_error", error=repr(exc))
-        print(f"lead-poller: unexpected error: {exc!r} (this is a bug; the log has the traceback)", file=sys.stderr)
+        print(f"{prefix}: unexpected error: {exc!r} (this is a bug; the log has the traceback)", file=sys.stderr)
         return int(ExitCode.ERROR)
+
+
+def _state_path_hint(exc: ConfigError) -> str:
+    """`[state] path` missing outside systemd: the unit's $STATE_DIRECTORY is not set in a shell."""
+    if any(p.key == "state.path" and p.value is None for p in exc.problems) and not os.environ.get("STATE_DIRECTORY"):
+        return (
+            "\n  (without [state] path, only a systemd unit's $STATE_DIRECTORY says where the state is, and a shell"
+            ' has none: set [state] path = "/var/lib/lead-poller/state.db", the unit\'s StateDirectory=, in the file)'
+        )
+    return ""
+
+
+def _no_state(config: config_module.Config) -> FatalError:
+    """The one message of `status`, `retry` and `reset-checkpoint` when there is no state database."""
+    where = f" in {config.source}" if config.source else ""
+    return FatalError(
+        f"no state database at {config.state.path}: check [state] path{where} (and that a cycle has run with this configuration); nothing was created",
+        code="state_missing",
+        exit_code=ExitCode.ERROR,
+    )
+
+
+def _state_exists(path: Path) -> bool:
+    """As `StateReader.open` sees it: an empty file is no state yet either (a folder is left to the
+    ledger, which says so)."""
+    return path.exists() and path.stat().st_size > 0
 
 
 def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> int:
@@ -176,7 +239,8 @@ def _stop_on_signals(app: Any) -> Iterator[None]:
             app.interrupt.stop.set()
             return
         logs.get_logger("poller").warning("stopping_now", signal=signal.Signals(signum).name)
-        sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):  # a reader that is gone (`| head`)
+            sys.stdout.flush()
         os._exit(int(ExitCode.TEMPORARY))
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -217,9 +281,8 @@ def _status(config_path: Path, *, as_json: bool, as_prometheus: bool) -> int:
 
     from poller import status
 
-    logs.configure(level="warning", stream=sys.stderr)
     # No vendor is called: the service's secrets are not needed to look at its state.
-    config = config_module.load(config_path, require_secrets=False)
+    config = load_config(config_path, command="status", require_secrets=False, level="warning")
     if as_prometheus:
         from poller import metrics
 
@@ -227,8 +290,7 @@ def _status(config_path: Path, *, as_json: bool, as_prometheus: bool) -> int:
         return int(ExitCode.OK)
     document = status.snapshot(config.state.path, stall_after_seconds=_stall_after(config))
     if document is None:
-        print(f"lead-poller status: no state database at {config.state.path} yet (no cycle has run with this configuration)", file=sys.stderr)
-        return int(ExitCode.ERROR)
+        raise _no_state(config)
     print(json.dumps(document, indent=2) if as_json else status.render(document))
     return int(ExitCode.OK)
 
@@ -273,13 +335,12 @@ def _backfill(config: config_module.Config, *, since: datetime | None, until: da
 
 
 def _retry(config: config_module.Config, user_ids: list[str], all_failed: bool) -> int:
-    from poller.ledger import Ledger
-
-    if not user_ids and not all_failed:
-        print("lead-poller retry: name USER_IDs or pass --all-failed", file=sys.stderr)
-        return int(ExitCode.CONFIG)
     import time
 
+    from poller.ledger import Ledger
+
+    if not _state_exists(config.state.path):
+        raise _no_state(config)
     # Beside a running daemon too: a requeue is one SQLite transaction.
     with Ledger(config.state.path, clock=time.time, exclusive=False) as ledger:
         count = ledger.requeue_failed(None if all_failed else user_ids)
@@ -295,8 +356,8 @@ def _reset_checkpoint(config: config_module.Config, to: str | None) -> int:
 
     from poller.ledger import Ledger
 
-    if to is not None and not (to.isascii() and to.isdigit()):
-        raise UsageError(f"--to {to!r}: a log_id is digits, exactly as Auth0 gave it")
+    if not _state_exists(config.state.path):
+        raise _no_state(config)
     with Ledger(config.state.path, clock=time.time) as ledger:  # the poller must be stopped
         previous = ledger.reset_checkpoint(to)
     where = f"log_id {to}" if to else f"[auth0] start_from = {config.auth0.start_from!r}"

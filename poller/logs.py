@@ -14,6 +14,14 @@ third-party message whose arguments cannot be formatted is still logged, and lon
 (journald splits lines longer than 48 KiB, which would break the JSON). Exceptions are structured
 fields (`exception`: type, value, frames), without local variables: they would hold profiles and
 tokens.
+
+Nor must a closed output: when the reader goes away (`lead-poller --run-once | head -1`), the log
+goes quiet instead of raising or printing `--- Logging error ---` dumps, and the stream's descriptor
+is pointed at /dev/null so later writes and the flush at exit do not fail either: the cycle carries
+on and the exit code is its own.
+
+A fatal error is reported by `report_fatal`: one line for a person on stderr and, when the log is
+JSON lines on a stream of its own (stdout under journald or cron), one structured `fatal` line in it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -203,6 +212,70 @@ def _json_default(value: Any) -> str:
         return "<unrepresentable>"
 
 
+def reader_gone(stream: Any) -> None:
+    """Point the descriptor under `stream` at /dev/null: its reader is gone, and the writes still to
+    come (a print, the buffer flushed at exit) must not fail on it too."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a closed or in-memory buffer): the handler's flag is enough
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _is_gone(stream: Any, error: BaseException | None) -> bool:
+    if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+        return True
+    return isinstance(error, ValueError) and bool(getattr(stream, "closed", False))  # "I/O operation on closed file"
+
+
+class _StreamHandler(logging.StreamHandler):
+    """A StreamHandler that never raises and never dumps a traceback.
+
+    The stream's reader gone (EPIPE, a closed file): the handler goes quiet for good and the stream's
+    descriptor is pointed at /dev/null (see the module docstring). Any other failure to write one
+    line costs that line and one short notice on stderr."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.gone = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.gone:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if _is_gone(self.stream, error):
+            self.gone = True
+            reader_gone(self.stream)
+            return
+        try:
+            if sys.stderr is not None and sys.stderr is not self.stream:
+                sys.stderr.write(f"lead-poller: a log line could not be written ({type(error).__name__})\n")
+                sys.stderr.flush()
+        except Exception:
+            pass
+
+
+class _Output:
+    """Where the log currently goes, for `report_fatal`."""
+
+    stream: Any = None
+    json_lines: bool = False
+
+
+_output = _Output()
+
+
 def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable[str] = (), stream: TextIO | None = None, json_lines: bool | None = None) -> None:
     """Set up structlog and the stdlib root logger to share one pipeline. Safe to call again."""
     stream = stream or sys.stdout
@@ -210,7 +283,13 @@ def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable
     for value in secret_values:
         register_secret(value)
     if json_lines is None:
-        json_lines = not stream.isatty()
+        try:
+            json_lines = not stream.isatty()
+        except (OSError, ValueError):  # a closed stream
+            json_lines = True
+    # No handler of the stdlib may print a `--- Logging error ---` traceback either.
+    logging.raiseExceptions = False
+    _output.stream, _output.json_lines = stream, json_lines
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -235,7 +314,7 @@ def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = _StreamHandler(stream)
     handler.addFilter(_SafeMessage())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -255,3 +334,29 @@ def configure(*, level: str = "info", pii: str = "mask", secret_values: Iterable
 
 def get_logger(name: str = "lead-poller") -> Any:
     return structlog.get_logger(name)
+
+
+def _say(stream: Any, text: str) -> None:
+    """Write one line for a person; a reader that is gone is not an error of ours."""
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except Exception as exc:
+        if _is_gone(stream, exc):
+            reader_gone(stream)
+
+
+def report_fatal(prefix: str, message: str, *, code: str, exit_code: int, summary: str | None = None, **fields: Any) -> int:
+    """Report what stopped the program, once, and return its exit code.
+
+    A person gets one line on stderr (`lead-poller: ...`, every problem listed for a configuration).
+    When the log is JSON lines on a stream other than stderr (stdout, collected by journald or a
+    cron log), it also gets one structured `fatal` line (`code`, `exit_code`, `error`) for alerts. On
+    a terminal, or when the log itself is on stderr (`status`, `check`, `retry`, `reset-checkpoint`,
+    a dry run), the person's line is all: the same error twice in two formats helps nobody.
+    `summary` replaces `message` as the structured line's `error` (the problems of a configuration
+    are a field of their own there)."""
+    if _output.json_lines and _output.stream is not None and _output.stream is not sys.stderr:
+        get_logger("poller").error("fatal", code=code, exit_code=int(exit_code), error=summary or message, **fields)
+    _say(sys.stderr, f"{prefix}: {secrets.scrub(message)}")
+    return int(exit_code)

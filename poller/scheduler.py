@@ -25,7 +25,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from poller.app import App
 from poller.errors import ExitCode, FatalError
-from poller.logs import get_logger
+from poller.logs import get_logger, report_fatal
 
 log = get_logger("poller.daemon")
 
@@ -60,8 +60,7 @@ class Daemon:
             try:
                 report = self.app.run_cycle()
             except FatalError as exc:
-                log.error("fatal", code=exc.code, error=str(exc))
-                print(f"lead-poller: {exc}", file=sys.stderr, flush=True)
+                report_fatal("lead-poller", str(exc), code=exc.code, exit_code=exc.exit_code)  # once, as the CLI does
                 self.exit_code = exc.exit_code
                 self.notify(STATUS=f"stopped: {exc.code} (see the log)")
                 self.stop()

@@ -177,3 +177,23 @@ def test_times_are_not_mistaken_for_ipv6():
     from poller.logs import PersonalData
 
     assert PersonalData("mask").text("at 12:34:56 and 2026-12-01T12:34:56Z") == "at 12:34:56 and 2026-12-01T12:34:56Z"
+
+
+def test_a_stream_whose_reader_is_gone_makes_logging_quiet_not_noisy(capsys):
+    """`lead-poller --run-once | head -1`: EPIPE on the log's stream. No exception, no `--- Logging
+    error ---` dump; the descriptor now leads to /dev/null, so later writes and the flush at exit work."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stream = open(write_end, "w", encoding="utf-8")
+    try:
+        logs.configure(stream=stream, json_lines=True)
+        log = logs.get_logger("poller")
+        log.info("first", email="jane.doe@example.com")  # EPIPE here
+        log.info("second")
+        logging.getLogger("httpx").warning("third")
+        print("a result line", file=stream, flush=True)  # the descriptor is /dev/null's now
+        assert "Logging error" not in capsys.readouterr().err
+        assert os.readlink(f"/proc/self/fd/{write_end}") == os.devnull
+    finally:
+        logs.configure(stream=sys.stdout, pii="mask")
+        stream.close()
