@@ -227,7 +227,7 @@ class Auth0Source:
                     continue
             if retry:
                 answer = f"HTTP {status}" if status else "no answer"
-                raise RetriableError(f"Auth0 {operation}: {detail} ({answer})", code=rule.code, counts_as_attempt=rule.next is Next.RETRY)
+                raise RetriableError(f"Auth0 {operation}: {detail} ({answer})", code=rule.code, can_fail=rule.next is Next.RETRY)
             if rule.next is Next.FATAL:
                 raise FatalError(f"Auth0 {operation}: {rule.explanation} ({detail})", code=rule.code, exit_code=rule.exit_code)
             if rule.next is Next.NOT_FOUND:

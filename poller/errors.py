@@ -103,13 +103,16 @@ class RetriableError(PollerError):
 
     exit_code = ExitCode.TEMPORARY
 
-    def __init__(self, message: str, *, code: str, delay: float = 0.0, counts_as_attempt: bool = True) -> None:
+    def __init__(self, message: str, *, code: str, delay: float = 0.0, counts_as_attempt: bool = True, can_fail: bool = True) -> None:
         super().__init__(message)
         self.code = code
         self.delay = delay
         # False for waits that say nothing about the user (rate limits, a spent daily allowance,
         # a stop request): the user waits without using up one of its attempts.
         self.counts_as_attempt = counts_as_attempt
+        # False for an outage (5xx, timeouts, a network that is down): the backoff grows as for any
+        # retry, but however long it lasts, nobody becomes `failed` because of it.
+        self.can_fail = can_fail
 
 
 class DailyLimitReached(RetriableError):

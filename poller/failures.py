@@ -21,7 +21,7 @@ from poller.errors import ExitCode
 class Next(enum.Enum):
     RETRY = "retry later (backoff; counts as an attempt)"
     # An outage says nothing about the user: however long it lasts, nobody fails because of it.
-    OUTAGE = "retry later (backoff; uses up no attempt)"
+    OUTAGE = "retry later (backoff; never fails the user)"
     WAIT = "wait, then retry (never counts as an attempt)"
     REFRESH = "fetch a new token once, then retry"
     PERMANENT = "record the code; this user is not retried"

@@ -446,11 +446,12 @@ class Ledger:
                 (code, self._clock(), user_id),
             )
 
-    def retry_later(self, user_id: str, code: str, *, min_delay: float, base: float, cap: float, max_attempts: int, count_attempt: bool = True) -> str:
+    def retry_later(self, user_id: str, code: str, *, min_delay: float, base: float, cap: float, max_attempts: int, count_attempt: bool = True, can_fail: bool = True) -> str:
         """Schedule another attempt with exponential backoff and full jitter; `failed` after max_attempts.
 
         Returns the user's new status. With `count_attempt=False` (rate limits, a spent daily
-        allowance) the user waits without using up an attempt.
+        allowance) the user waits without using up an attempt. With `can_fail=False` (an outage)
+        the backoff grows as usual, but max_attempts never makes the user `failed`.
         """
         row = self.get(user_id)
         if row is None:
@@ -458,7 +459,7 @@ class Ledger:
         attempts = row.attempts + (1 if count_attempt else 0)
         now = self._clock()
         with _transaction(self._db):
-            if attempts >= max_attempts:
+            if attempts >= max_attempts and can_fail:
                 self._db.execute(
                     "UPDATE users SET status = 'failed', reason = ?, attempts = ?, updated_at = ? WHERE user_id = ?",
                     (code, attempts, now, user_id),

@@ -715,6 +715,7 @@ class Cycle:
             cap=self.settings.backoff_cap_seconds,
             max_attempts=self.settings.max_attempts,
             count_attempt=error.counts_as_attempt,
+            can_fail=error.can_fail,
         )
         if status == "failed":
             self.report.failed[error.code] += 1

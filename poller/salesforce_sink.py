@@ -171,7 +171,7 @@ class SalesforceSink:
         if rule.next is Next.PERMANENT:
             return PermanentError(f"Salesforce {operation}: {detail}", code=rule.code)
         answer = f"HTTP {status}" if status.isdigit() else "no answer"
-        return RetriableError(f"Salesforce {operation}: {detail} ({answer})", code=rule.code, counts_as_attempt=rule.next is not Next.OUTAGE)
+        return RetriableError(f"Salesforce {operation}: {detail} ({answer})", code=rule.code, can_fail=rule.next is not Next.OUTAGE)
 
     def _unreachable(self, operation: str, exc: requests.RequestException) -> Exception:
         """A connection that failed: the host and the cause, and whether it is a trust problem."""
@@ -394,7 +394,7 @@ class SalesforceSink:
         field = ",".join(f for f in fields if isinstance(f, str)) if isinstance(fields, list) else None
         message = _describe(error)
         if rule.next in (Next.RETRY, Next.OUTAGE):
-            return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code, counts_as_attempt=rule.next is Next.RETRY))
+            return WriteResult("error", error=RetriableError(f"Salesforce: {message}", code=rule.code, can_fail=rule.next is Next.RETRY))
         if rule.next is Next.FATAL:
             raise FatalError(f"Salesforce lead_write: {rule.explanation} ({message})", code=rule.code, exit_code=rule.exit_code)
         # A row written for this code names it; an unknown code is more use recorded as it is.

