@@ -22,6 +22,8 @@ on and the exit code is its own.
 
 A fatal error is reported by `report_fatal`: one line for a person on stderr and, when the log is
 JSON lines on a stream of its own (stdout under journald or cron), one structured `fatal` line in it.
+Every line for a person (that one, `check`'s report) goes through `for_person`: the same redaction
+and masking as the log, so a vendor's detail quoted in an error is no way around them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import re
 import sys
 import threading
 from typing import Any, Iterable, MutableMapping, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 import structlog.tracebacks
@@ -44,12 +47,22 @@ PERSONAL_KEYS = frozenset({"email", "ip", "user_name", "emails"})
 # A match may only start where a run of address characters starts, and never gives back what it took
 # before the "@": linear time, so a long vendor answer cannot stall logging (an unanchored pattern
 # is quadratic on a long run of letters).
-# \w is Unicode-aware: jürgen@bücher.de is an address too. Possessive, so a long value stays linear.
-EMAIL_IN_TEXT = re.compile(r"(?<![\w.%+\-'])[\w.%+\-']++@[\w.\-]+\.[^\W\d_]{2,}")
+# The local part is RFC 5322's atext and dots (jane#smith@, o'brien@, a/b=c@ are all addresses; a
+# narrower class would leak what comes before its first odd character); a quoted local part
+# ("john doe"@corp.com) is not recognised (the README says so). \w is Unicode-aware: jürgen@bücher.de
+# is an address too. Possessive, and the domain's characters are all atext, so a match can only start
+# at the start of a run: a long value stays linear.
+_ATEXT = r"\w.!#$%&'*+/=?^`{|}~\-"
+EMAIL_IN_TEXT = re.compile(rf"(?<![{_ATEXT}])[{_ATEXT}]++@[\w.\-]+\.[^\W\d_]{{2,}}")
 IPV4_IN_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 # Candidates with two or more colons; only those ipaddress accepts are masked (not 12:34:56).
 IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?![\w:])")
-BEARER = re.compile(r"(Bearer|OAuth)\s+[A-Za-z0-9._~+/!=\-]+", re.IGNORECASE)
+# Everything up to a space, a quote, a backslash (JSON escaping) or a closing bracket or separator:
+# a token in the wild may hold characters RFC 6750 does not allow ($, %, ...), and none of it may leak.
+BEARER = re.compile(r"\b(Bearer|OAuth)\s+[^\s\"'\\<>()\[\]{},;]+", re.IGNORECASE)
+# A form or query string that a vendor echoes back (an HTML error page quoting the token request):
+# the value of a credential parameter goes, whether or not it is a value we know.
+FORM_SECRET = re.compile(r"\b(client_secret|client_assertion|password|access_token|refresh_token|id_token|assertion)=[^&\s\"'<>]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 MAX_TEXT = 4000  # characters kept of any one string value
 # ProcessorFormatter's own bookkeeping keys: not log content.
@@ -66,13 +79,17 @@ class _Secrets:
 
     def add(self, value: str | None) -> None:
         if value and len(value) >= 6:  # short values would scrub ordinary words
+            # As sent in a form (percent-encoded) and inside JSON (escaped), a vendor may echo it so.
+            forms = {value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]}
             with self._lock:
-                self._values.add(value)
+                self._values.update(forms)
 
     def scrub(self, text: str) -> str:
-        for value in tuple(self._values):
+        # Longest first: a value that contains another is replaced whole, not around the shorter one.
+        for value in sorted(tuple(self._values), key=len, reverse=True):
             if value in text:
                 text = text.replace(value, REDACTED)
+        text = FORM_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
         return BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
 
@@ -132,19 +149,38 @@ class PersonalData:
         replace_email = _hash if self.mode == "hash" else mask_email
         text = EMAIL_IN_TEXT.sub(lambda m: replace_email(m.group(0)), text)
         replace_ip = _hash if self.mode == "hash" else mask_ip
-        text = IPV6_CANDIDATE.sub(lambda m: replace_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
-        return IPV4_IN_TEXT.sub(lambda m: replace_ip(m.group(0)), text)
+
+        def masked(match: re.Match[str], *, unparsed: str | None) -> str:
+            # A loopback address names this machine, never a person: a host:port quoted in an
+            # error (a local proxy, the sandbox) stays readable. `unparsed`: what stands for a
+            # candidate that is no address (an IPv6 look-alike such as 12:34:56 stays itself).
+            address = _ip_or_none(match.group(0))
+            if address is None:
+                return match.group(0) if unparsed is None else unparsed
+            return match.group(0) if address.is_loopback else replace_ip(match.group(0))
+
+        text = IPV6_CANDIDATE.sub(lambda m: masked(m, unparsed=None), text)
+        return IPV4_IN_TEXT.sub(lambda m: masked(m, unparsed=replace_ip(m.group(0))), text)
 
 
-def _is_ip(text: str) -> bool:
+def _ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 _personal = PersonalData()
+
+
+def for_person(text: str) -> str:
+    """A line for a person (stderr, `check`'s report) as the log would show it: secrets redacted and
+    personal data masked per `[logging] pii`, by the same functions as every log field. Not cut: a
+    person's line is short, or it is a list of problems that must all be read."""
+    try:
+        return _personal.text(secrets.scrub(str(text)))
+    except Exception:  # never the reason a fatal error goes unreported
+        return "<unrepresentable>"
 
 
 def _safe_text(text: str) -> str:
@@ -358,5 +394,5 @@ def report_fatal(prefix: str, message: str, *, code: str, exit_code: int, summar
     are a field of their own there)."""
     if _output.json_lines and _output.stream is not None and _output.stream is not sys.stderr:
         get_logger("poller").error("fatal", code=code, exit_code=int(exit_code), error=summary or message, **fields)
-    _say(sys.stderr, f"{prefix}: {secrets.scrub(message)}")
+    _say(sys.stderr, f"{prefix}: {for_person(message)}")
     return int(exit_code)

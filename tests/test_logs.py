@@ -179,6 +179,17 @@ def test_times_are_not_mistaken_for_ipv6():
     assert PersonalData("mask").text("at 12:34:56 and 2026-12-01T12:34:56Z") == "at 12:34:56 and 2026-12-01T12:34:56Z"
 
 
+def test_loopback_hosts_in_errors_stay_readable_while_a_persons_ip_is_masked():
+    from poller.logs import PersonalData
+
+    text = "TLS to 127.0.0.1:8443 and [::1]:8443 failed; the user signed in from 203.0.113.9 and 2001:db8::7"
+    for mode in ("mask", "hash"):
+        shown = PersonalData(mode).text(text)
+        assert "127.0.0.1:8443" in shown and "::1" in shown
+        assert "203.0.113.9" not in shown and "2001:db8::7" not in shown
+    assert PersonalData("mask").text("not an address 999.300.1.1") == "not an address ***"
+
+
 def test_a_stream_whose_reader_is_gone_makes_logging_quiet_not_noisy(capsys):
     """`lead-poller --run-once | head -1`: EPIPE on the log's stream. No exception, no `--- Logging
     error ---` dump; the descriptor now leads to /dev/null, so later writes and the flush at exit work."""
