@@ -12,11 +12,12 @@ Every failure leaves this module as one of the errors in `errors.py`.
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -42,6 +43,10 @@ UNFLAGGED_USERS = "(NOT _exists_:app_metadata.recordedAsLead OR app_metadata.rec
 # Characters of a user search's q, URL-encoded. Auth0 documents no limit; long URLs get 414 from
 # proxies past about 8 KB, so stay well under.
 MAX_SEARCH_QUERY = 6_000
+# How far after its date a log may be given its id (ingest), and how many search pages (of the
+# 1,000 results a search gives) find_start looks through for the smallest id in that window.
+INGEST_SKEW = timedelta(seconds=60)
+START_SEARCH_PAGES = 10
 SAME_CALL_RETRIES = 2  # quick retries of an idempotent call on 5xx/timeouts before it counts as a failure
 
 
@@ -201,6 +206,11 @@ class Auth0Source:
             except httpx.TimeoutException:
                 status, headers, body, detail = 0, {}, None, "timed out"
                 rule = failures.lookup("auth0", operation, "timeout")
+            except (httpx.DecodingError, ValueError, UnicodeError) as exc:
+                # A body that does not decode (a wrong Content-Encoding, a number too long for
+                # Python's JSON parser), a header that is not ASCII: an unexpected answer.
+                status, headers, body, detail = 0, {}, None, f"{type(exc).__name__}: {str(exc)[:200]}"
+                rule = failures.lookup("auth0", operation, "*")
             except httpx.TransportError as exc:
                 status, headers, body = 0, {}, None
                 detail = f"{type(exc).__name__} to {self.config.domain}: {str(exc)[:200] or 'no details'}"
@@ -271,6 +281,10 @@ class Auth0Source:
         if next_checkpoint is None and body:
             # No usable id on the page: Auth0's own instruction is to follow the Link header's `next`.
             next_checkpoint = _from_link(response.headers.get("link"))
+            if next_checkpoint is None:
+                # Not the end of the stream (the page was not empty), and no way past it: say so,
+                # rather than end the cycle as if everything was read.
+                raise RetriableError("Auth0 answered a log page with no usable log_id and no Link to the next one", code="auth0_unexpected")
         return events, next_checkpoint
 
     def token_scopes(self) -> frozenset[str] | None:
@@ -292,8 +306,9 @@ class Auth0Source:
         return self._call("logs", "logs", send, idempotent=True)
 
     def _get_list(self, path: str, params: dict[str, Any], *, group: str, operation: str, key: str, idempotent: bool = True) -> list[dict[str, Any]]:
-        """A GET that answers a JSON array (or the paginated `{key: [...]}` form) of objects; anything
-        else reads as an empty list."""
+        """A GET that answers a JSON array (or the paginated `{key: [...]}` form) of objects. Anything
+        else (an HTML maintenance page with 200, a truncated body) is not "no results": it would
+        turn start_from = "now" into "oldest", or end a backfill early. It is retried."""
 
         def send() -> httpx.Response:
             response = self._http.get(path, params=params, headers=self._auth())
@@ -303,7 +318,9 @@ class Auth0Source:
         body = _json_or_none(self._call(group, operation, send, idempotent=idempotent))
         if isinstance(body, dict):
             body = body.get(key)
-        return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+        if not isinstance(body, list):
+            raise RetriableError(f"Auth0 answered {path} with something other than a list of {key}", code="auth0_unexpected")
+        return [item for item in body if isinstance(item, dict)]
 
     def _search_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return self._get_list("/api/v2/logs", params, group="logs", operation="log_search", key="logs")
@@ -319,21 +336,37 @@ class Auth0Source:
         included. A log_id: that id, as it is.
 
         Search sorts by date, the stream by log_id, and the two orders differ by a few seconds (a
-        log_id is given at ingest). So the checkpoint is set just before the *smallest* log_id on the
-        first search page (100 logs): the stream then returns that log and every later one, and a log
-        with a smaller id but a later date cannot be skipped. `from` needs no existing log: the API
+        log_id is given at ingest). So the checkpoint is set just before the *smallest* log_id among the
+        logs dated within INGEST_SKEW of the first (a page of 100 at least, more on a busy tenant):
+        the stream then returns that log and every later one, and a log with a smaller id but a
+        later date cannot be skipped. `from` needs no existing log: the API
         returns the logs whose id sorts after it (reference/auth0.md §1, §8: Elastic's synthetic ids).
         """
         if start_from == "now":
             newest = self._search_logs({"sort": "date:-1", "per_page": 1, "page": 0})
-            return (newest[0].get("log_id"), []) if newest else (None, [])
+            if not newest:
+                return None, []
+            log_id = newest[0].get("log_id") or newest[0].get("_id")
+            if not _is_log_id(log_id):
+                raise RetriableError("Auth0's newest log has no usable log_id to start from", code="auth0_unexpected")
+            return log_id, []
         if start_from.isdigit():
             return start_from, []
-        params: dict[str, Any] = {"sort": "date:1", "per_page": PAGE_SIZE, "page": 0}
+        params: dict[str, Any] = {"sort": "date:1", "per_page": PAGE_SIZE}
         if start_from != "oldest":
             params["q"] = f"date:[{_stamp(datetime.fromisoformat(start_from.replace('Z', '+00:00')))} TO *]"
-        first = self._search_logs(params)
-        ids = [e["log_id"] for e in first if isinstance(e.get("log_id"), str) and e["log_id"].isdigit() and int(e["log_id"]) > 0]
+        ids: list[str] = []
+        horizon: datetime | None = None
+        for page in range(START_SEARCH_PAGES):
+            events = self._search_logs({**params, "page": page})
+            ids += [e["log_id"] for e in events if _is_log_id(e.get("log_id")) and int(e["log_id"]) > 0]
+            dates = [d for d in (_date_of(e) for e in events) if d is not None]
+            if horizon is None and dates:
+                horizon = dates[0] + INGEST_SKEW
+            # A busy tenant logs more than a page within the ingest skew: a log dated later than
+            # this page, but given its id sooner, must still be after the checkpoint.
+            if len(events) < PAGE_SIZE or horizon is None or not dates or dates[-1] > horizon:
+                break
         if not ids:
             return None, []
         smallest = min(ids, key=lambda log_id: (len(log_id), log_id))
@@ -386,7 +419,7 @@ class Auth0Source:
                 # The SDK's model refuses odd but real profiles (app_metadata not an object, ...):
                 # the raw body is still the profile.
                 if exc.status_code and 200 <= exc.status_code < 300 and isinstance(exc.body, dict):
-                    return exc.body
+                    return without_lone_surrogates(exc.body)
                 raise ApiError(status_code=exc.status_code, headers=exc.headers, body=exc.body) from None
 
         try:
@@ -500,9 +533,27 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
         return None
+    return without_lone_surrogates(body) if _SURROGATE_ESCAPE.search(response.text) else body
+
+
+# JSON may escape half of a UTF-16 pair (`"\ud83d"`, a JavaScript app cutting a name inside an
+# emoji); Python then holds a lone surrogate, which no codec, SQLite or Salesforce takes.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys included) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_lone_surrogates(v) for v in value]
+    return value
 
 
 def _profile(response: Any) -> dict[str, Any]:
@@ -512,7 +563,7 @@ def _profile(response: Any) -> dict[str, Any]:
     if isinstance(body, dict):
         return body
     data = getattr(response, "data", None)
-    return data.dict() if hasattr(data, "dict") else {}
+    return without_lone_surrogates(data.dict()) if hasattr(data, "dict") else {}
 
 
 def _is_log_id(value: Any) -> bool:
@@ -528,8 +579,17 @@ def _from_link(link: str | None) -> str | None:
         if 'rel="next"' in part and "<" in part:
             url = part[part.index("<") + 1 : part.index(">")]
             value = parse_qs(urlsplit(url).query).get("from")
-            return value[0] if value else None
+            return value[0] if value and _is_log_id(value[0]) else None
     return None
+
+
+def _date_of(event: dict[str, Any]) -> datetime | None:
+    date = event.get("date")
+    try:
+        parsed = datetime.fromisoformat(date.replace("Z", "+00:00")) if isinstance(date, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def _stamp(when: datetime) -> str:

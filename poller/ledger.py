@@ -33,6 +33,7 @@ transaction, when the poller opens it; a newer one is refused.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import random
@@ -58,6 +59,9 @@ RECHECK_ON_LOGIN = frozenset(
         "application_not_allowed",
         "connection_denied",
         "connection_not_allowed",
+        # A user who signs in exists: the 404 was a passing gap in the search for a linked
+        # identity's primary user, or the account was deleted and created again with the same id.
+        "user_not_found",
     }
 )
 
@@ -289,8 +293,8 @@ class Ledger:
             if checkpoint_date:
                 self.set_meta("checkpoint_date", checkpoint_date)
             if newest_event_at is not None:
-                known = self.get_meta("newest_event_at")
-                if known is None or newest_event_at > float(known):
+                known = _float_or_none(self.get_meta("newest_event_at"))
+                if known is None or newest_event_at > known:
                     self.set_meta("newest_event_at", repr(newest_event_at))
         return became_pending
 
@@ -595,6 +599,50 @@ def _prepare(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
                 _migrate(db, version)
         except sqlite3.DatabaseError as exc:
             raise StateError(f"the state database {path} could not be upgraded from schema version {version} ({exc}); it is unchanged", code="state_corrupt") from None
+    _check_shape(db, path)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_shape() -> dict[str, set[str]]:
+    """Table -> columns of a database this version creates (the schema, then every migration)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        _execute_script(db, _SCHEMA)
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+        _migrate(db, 1)
+        return _shape(db)
+    finally:
+        db.close()
+
+
+def _shape(db: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {table: {row[1] for row in db.execute(f"PRAGMA table_info('{table}')")} for table in tables}
+
+
+def _check_shape(db: sqlite3.Connection, path: Path) -> None:
+    """A database that says it is this schema version must have its tables and columns: one that
+    does not (edited by hand, restored in part) is refused with what is missing, not half used."""
+    try:
+        have = _shape(db)
+    except sqlite3.DatabaseError as exc:
+        raise _corrupt(path, exc) from None
+    missing = [f"{table}.{column}" if column else table
+               for table, columns in _expected_shape().items()
+               for column in (sorted(columns - have[table]) if table in have else [""])]
+    if missing:
+        raise StateError(
+            f"the state database {path} says schema version {SCHEMA_VERSION} but lacks {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; move it aside to start over, or restore it whole",
+            code="state_corrupt",
+        )
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:
@@ -715,6 +763,12 @@ class StateReader:
                 f"the state database {path} is schema version {version}, newer than this lead-poller understands ({SCHEMA_VERSION})",
                 code="state_future",
             )
+        if version == SCHEMA_VERSION:
+            try:
+                _check_shape(db, path)
+            except StateError:
+                db.close()
+                raise
         return cls(db, path, version)
 
     def close(self) -> None:

@@ -45,8 +45,9 @@ LEAD_FIELD_LENGTHS: dict[str, int] = {
     "Country": 80,
 }
 
-# Salesforce's own email check is stricter than RFC 5322; this is what it reliably accepts.
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Salesforce's own email check is stricter than RFC 5322; this is what it reliably accepts. U+FFFD
+# stands where a broken character was (half a UTF-16 pair): such an address reaches nobody.
+EMAIL = re.compile(r"^[^@\s\ufffd]+@[^@\s\ufffd]+\.[^@\s\ufffd]+$")
 
 # Field types by how a value is written (describe `type`).
 TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"})
@@ -277,6 +278,8 @@ class OrgField:
     required: bool  # must have a value on create: not nillable, not defaulted by Salesforce
     external_id: bool
     restricted_values: frozenset[str] | None  # the active values of a restricted picklist, else None
+    unique: bool = False
+    case_sensitive: bool = False
 
 
 def org_fields(describe: Mapping[str, Any]) -> dict[str, OrgField]:
@@ -300,6 +303,8 @@ def org_fields(describe: Mapping[str, Any]) -> dict[str, OrgField]:
             required=createable and raw.get("nillable") is False and raw.get("defaultedOnCreate") is not True,
             external_id=raw.get("externalId") is True,
             restricted_values=restricted,
+            unique=raw.get("unique") is True,
+            case_sensitive=raw.get("caseSensitive") is True,
         )
     return found
 
@@ -350,6 +355,14 @@ def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str 
         return [Problem("salesforce.external_id_field", repr(external_id_field), "the org's Lead object has no such field")]
     if not spec.external_id:
         return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)")]
+    if not spec.unique:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not Unique: tick Unique, or one user's id could match several leads")]
+    if not spec.case_sensitive:
+        # Auth0 ids can differ by case alone (samlp|acme|JDoe and samlp|acme|jdoe are two people):
+        # a case-insensitive field would write one person's lead over the other's.
+        return [Problem("salesforce.external_id_field", repr(external_id_field),
+                        f"Lead.{spec.name} is Unique but case-insensitive: choose \"Treat 'ABC' and 'abc' as different values "
+                        "(case sensitive)\" on the field, since Auth0 user ids can differ by case alone")]
     return []
 
 

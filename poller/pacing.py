@@ -101,6 +101,9 @@ class RateGate:
     """
 
     PROBE_WAIT_SLICE = 0.1  # how often a call waiting for a probe's answer checks for a stop request
+    # Auth0's buckets refill within seconds: a reset further ahead (a clock far off ours, a value in
+    # milliseconds) is not trusted past this; a probe after it learns where the bucket really is.
+    MAX_RESET_WAIT = 60.0
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -160,6 +163,9 @@ class RateGate:
         """An answer of `group` arrived (called from the HTTP client's response hook, on the calling thread)."""
         lowered = {k.lower(): v for k, v in headers.items()}
         call = next((c for c in reversed(self._calls()) if c.group == group), None)
+        reset_at = _finite(lowered.get("x-ratelimit-reset"))
+        if reset_at is not None:
+            reset_at = min(reset_at, self.clock() + self.MAX_RESET_WAIT)
         with self._lock:
             bucket = self._bucket(group)
             try:
@@ -167,7 +173,7 @@ class RateGate:
                     sequence=call.sequence if call else self._sequence,
                     remaining=int(lowered["x-ratelimit-remaining"]) if "x-ratelimit-remaining" in lowered else None,
                     limit=int(lowered.get("x-ratelimit-limit") or 0) or None,
-                    reset_at=_finite(lowered.get("x-ratelimit-reset")),
+                    reset_at=reset_at,
                 )
             except ValueError:
                 bucket.answered(sequence=call.sequence if call else self._sequence, remaining=None, limit=None, reset_at=None)

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, RetriableError
+from poller.errors import DailyLimitReached, ExitCode, FatalError, Interrupted, PermanentError, RetriableError
 from poller.ledger import STEP_WRITE_BACK, Ledger, Login, UserRow
 from poller.logs import get_logger
 from poller.mapping import OrgField, build_lead, flagged_lead_id, is_flagged
@@ -383,15 +383,23 @@ class Cycle:
         resumed_at = next((d for d in (_parse_date(e.get("date")) for e in events) if d), None)
         if last_seen is None or resumed_at is None or resumed_at - last_seen < RETENTION_CHECK_AFTER:
             return
-        if self.ledger.get_meta("retention_gap_warned") == checkpoint or self.source.log_exists(checkpoint):
+        if self.ledger.get_meta("retention_gap_warned") == checkpoint:
             return
+        note = "Auth0 no longer has the checkpoint's log"
+        try:
+            if self.source.log_exists(checkpoint):
+                return
+        except RetriableError as exc:
+            # Only the warning depends on the answer, and the pages read fine: ingest goes on, and
+            # the gap is reported as possible rather than not at all.
+            note = f"Auth0 did not say whether it still has the checkpoint's log ({exc.code})"
         self.ledger.set_meta("retention_gap_warned", checkpoint)
         self.log.warning(
             "log_retention_gap",
             checkpoint=checkpoint,
             lost_from=last_seen.isoformat(),
             lost_until=resumed_at.isoformat(),
-            note="Auth0 no longer has the checkpoint's log: logins in this window may have expired unread; "
+            note=f"{note}: logins in this window may have expired unread; "
             "`lead-poller backfill --users` can enqueue users who never became leads",
         )
 
@@ -503,7 +511,14 @@ class Cycle:
                 if isinstance(profile, Exception) or profile is None:
                     self._defer(row, profile or RetriableError("no profile", code="auth0_unexpected"))
                     continue
-                candidate = self._decide(row, profile)
+                try:
+                    candidate = self._decide(row, profile)
+                except (FatalError, Interrupted):
+                    raise
+                except Exception as exc:  # a profile no rule foresaw must not hold up everyone after it
+                    self.log.error("user_unexpected_error", user_id=row.user_id, error=repr(exc)[:300], exc_info=True)
+                    self._defer(row, PermanentError(f"unexpected error deciding this user: {exc!r}"[:300], code="internal_error"))
+                    continue
                 if candidate is not None:
                     candidates.append(candidate)
         if ready:

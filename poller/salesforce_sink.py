@@ -40,6 +40,9 @@ log = get_logger("poller.salesforce")
 
 BATCH = 200  # sObject Collections' maximum
 MAX_QUERY_URL = 12_000  # stay well inside the 16,384-byte URI limit of a GET
+# Our lookups ask for at most 200 addresses: a few pages at the very most. An answer that keeps
+# saying "more" past this is looping, and would spend the org's daily allowance in seconds.
+MAX_QUERY_PAGES = 20
 LOOKUP_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email IN {}"
 LOOKUP_ONE_SOQL = "SELECT Id, Email FROM Lead WHERE IsConverted = false AND Email = {}"
 CONTACT_SOQL = "SELECT Id, Email FROM Contact WHERE Email IN {}"
@@ -211,6 +214,10 @@ class SalesforceSink:
                 raise self._translate(operation, "timeout", None, "timed out") from None
             except ValueError:  # a 2xx whose body is not JSON (requests' JSONDecodeError is one too)
                 raise self._translate(operation, "5xx", None, "the answer was not JSON") from None
+            except (KeyError, TypeError, AttributeError) as exc:
+                # JSON of a shape simple-salesforce does not expect (a bare number, an object
+                # without the keys it indexes): an unexpected answer, not a crash.
+                raise self._translate(operation, "*", None, f"an answer simple-salesforce could not read ({type(exc).__name__}: {exc})"[:300]) from None
             except requests.RequestException as exc:
                 raise self._unreachable(operation, exc) from None
 
@@ -244,14 +251,29 @@ class SalesforceSink:
         for chunk in _query_chunks(unique, template):
             # One address is asked with `=`, the plainest SOQL every Salesforce-compatible API knows.
             soql = format_soql(template_one, chunk[0]) if len(chunk) == 1 else format_soql(template, chunk)
-            result = self._call(operation, lambda sf: sf.query_all(soql))
-            for record in result.get("records", []) if isinstance(result, dict) else []:
+            for record in self._query(operation, soql):
                 email, lead_id = record.get("Email"), record.get("Id")
                 if isinstance(email, str) and isinstance(lead_id, str):
                     # Several records with one address: the lowest id, the oldest, answers for all.
                     known = found.get(email.lower())
                     found[email.lower()] = lead_id if known is None else min(known, lead_id)
         return found
+
+    def _query(self, operation: str, soql: str) -> list[dict[str, Any]]:
+        """Every record a SOQL query answers, following `nextRecordsUrl` at most MAX_QUERY_PAGES times
+        (simple-salesforce's query_all follows it without end, and fails on a page without `records`)."""
+        result = self._call(operation, lambda sf: sf.query(soql))
+        records: list[dict[str, Any]] = []
+        for page in range(MAX_QUERY_PAGES):
+            if not isinstance(result, dict) or not isinstance(result.get("records"), list):
+                raise RetriableError(f"Salesforce answered the {operation} query without a list of records", code="salesforce_unexpected")
+            records.extend(r for r in result["records"] if isinstance(r, dict))
+            next_url = result.get("nextRecordsUrl")
+            if result.get("done", True) is not False or not isinstance(next_url, str) or not next_url.startswith("/"):
+                return records
+            if page + 1 < MAX_QUERY_PAGES:
+                result = self._call(operation, lambda sf: sf.query_more(next_url, identifier_is_url=True))
+        raise RetriableError(f"Salesforce answered the {operation} query with more than {MAX_QUERY_PAGES} pages", code="salesforce_unexpected")
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -310,8 +332,7 @@ class SalesforceSink:
         for entity, record_ids in sorted(ids.items()):
             for chunk in _query_chunks(sorted(set(record_ids)), MATCHED_SOQL[entity]):
                 soql = format_soql(MATCHED_SOQL[entity], chunk)
-                result = self._call("lead_lookup" if entity == "Lead" else "contact_lookup", lambda sf: sf.query_all(soql))
-                for record in result.get("records", []) if isinstance(result, dict) else []:
+                for record in self._query("lead_lookup" if entity == "Lead" else "contact_lookup", soql):
                     if isinstance(record.get("Id"), str) and isinstance(record.get("Email"), str):
                         found[record["Id"]] = record["Email"].lower()
         return found
@@ -334,7 +355,9 @@ class SalesforceSink:
                     return response.json() if response.content else None
                 return sf.Lead.create(lead.fields, headers=headers)
             except SalesforceMalformedRequest as exc:
-                return {"success": False, "errors": exc.content if isinstance(exc.content, list) else [{"message": str(exc.content)}]}
+                if not (isinstance(exc.content, list) and exc.content and all(isinstance(e, dict) for e in exc.content)):
+                    raise  # not Salesforce's error list (a gateway's HTML 400): the request failed, not the record
+                return {"success": False, "errors": exc.content}
             except SalesforceMoreThanOneRecord:
                 return {"success": False, "errors": [{"statusCode": "DUPLICATE_EXTERNAL_ID", "message": "more than one lead has this external id"}]}
 

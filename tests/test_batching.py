@@ -124,7 +124,7 @@ def test_a_search_reads_at_most_100_users(sandbox, tenant, cli):
 def test_one_salesforce_batch_records_each_leads_own_outcome(sandbox, tenant, cli, external_id):
     sf = sandbox.salesforce
     if external_id:
-        sf.add_field({"name": external_id, "type": "string", "length": 255, "externalId": True, "unique": True})
+        sf.add_field({"name": external_id, "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
     sf.duplicate_rule = "block"
     sf.add_contacts([{"LastName": "Known", "Email": "customer@example.com"}])  # already a customer
     sf.refused_emails = {"refused@example.com"}

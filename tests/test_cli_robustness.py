@@ -212,19 +212,20 @@ def test_status_on_a_corrupt_state_is_one_line(sandbox, tmp_path):
 
 def test_retry_logs_json_lines_on_stderr_when_not_on_a_terminal(sandbox, tenant, cli):
     """A bug's traceback goes to the log, which is JSON lines off a terminal for these commands too
-    (on stderr: their stdout is their result). The state here lacks its users table."""
+    (on stderr: their stdout is their result). The state here has a trigger nobody foresaw."""
     tenant.user("auth0|a")
     tenant.logins("auth0|a")
     assert cli("--run-once").code == 0
     with sqlite3.connect(sandbox.workdir / "state.db") as db:
-        db.execute("DROP TABLE users")
+        db.execute("UPDATE users SET status = 'failed'")
+        db.execute("CREATE TRIGGER boom BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'a trigger nobody foresaw'); END")
     for args in (("retry", "--all-failed"),):
         run = without_secrets(sandbox.workdir / "config.toml", *args)
         assert run.code == ExitCode.ERROR and run.stdout == "", run.stdout + run.stderr
         log_line, person = run.stderr.splitlines()
         logged = json.loads(log_line)
         assert logged["event"] == "unexpected_error" and logged["level"] == "error"
-        assert logged["exception"][0]["exc_type"] == "OperationalError"
+        assert logged["exception"][0]["exc_type"] == "IntegrityError"
         assert person.startswith(f"lead-poller {args[0]}: unexpected error:") and "this is a bug" in person
 
 

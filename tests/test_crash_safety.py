@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_cli, start_cli
 
 REST = r"/services/data/v[\d.]+"
-EXTERNAL_ID = {"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True}
+EXTERNAL_ID = {"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True}
 
 
 def seed(tenant) -> set[str]:

@@ -240,7 +240,7 @@ def test_an_api_without_collections_gets_leads_one_by_one(sandbox, tenant, cli):
 
 
 def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, cli):
-    sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True})
+    sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
     tenant.user("google-oauth2|1234567890")
     tenant.logins("google-oauth2|1234567890")
     config = sandbox.write_config(salesforce={"external_id_field": "Auth0_User_Id__c"})

@@ -163,7 +163,7 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
     if salesforce:
         # The field exists when lead-poller checks the mapping at start; the upsert's 404 (the field
         # deleted, or hidden from the Run As user, since) is what this row is about.
-        sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "type": "string", "length": 255, "externalId": True, "unique": True})
+        sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
     lead = {"skip_existing_contacts": True} if rule.operation == "contact_lookup" else {}
     app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1}, salesforce=salesforce, lead=lead)
 

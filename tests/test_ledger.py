@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poller.errors import StateError, StateLocked
-from poller.ledger import Ledger, Login
+from poller.ledger import Ledger, Login, StateReader
 
 
 class Clock:
@@ -401,3 +401,24 @@ def test_several_outcomes_in_one_transaction_commit_or_roll_back_together(ledger
         ledger.mark_recorded("auth0|a", "00Q000000000001")
         ledger.mark_skipped("auth0|b", "no_email")
     assert (ledger.get("auth0|a").status, ledger.get("auth0|b").status) == ("recorded", "skipped")
+
+
+@pytest.mark.parametrize("damage", ["DROP TABLE totals", "ALTER TABLE users DROP COLUMN intent_email"])
+def test_a_database_missing_part_of_its_schema_is_refused_with_what_is_missing(tmp_path, damage):
+    path = tmp_path / "state.db"
+    with Ledger(path, clock=lambda: 1000.0):
+        pass
+    db = sqlite3.connect(path)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    for opener in (lambda: Ledger(path, clock=lambda: 1000.0), lambda: StateReader.open(path)):
+        with pytest.raises(StateError) as caught:
+            opener()
+        assert caught.value.exit_code == 65 and ("totals" in str(caught.value) or "users.intent_email" in str(caught.value))
+
+
+def test_an_unreadable_newest_event_time_is_replaced_not_a_crash(ledger):
+    ledger.set_meta("newest_event_at", "not a number")
+    ledger.record_page([login("auth0|a")], "1", newest_event_at=1234.5)
+    assert ledger.get_meta("newest_event_at") == "1234.5"

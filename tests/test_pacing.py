@@ -88,6 +88,18 @@ def test_at_the_reserve_calls_wait_for_the_reset_then_one_probe_goes():
     assert gate.acquire("logs", now_or_never)
 
 
+@pytest.mark.parametrize("reset_in", [10 * 86400, 1_000 * 1_000.0])  # ten days ahead; a value in milliseconds
+def test_a_reset_far_ahead_is_not_waited_for_past_a_minute(reset_in):
+    clock, gate, patient, _ = setup()
+    gate.acquire("logs", patient)
+    gate.observe("logs", headers(remaining=0, reset=clock() + reset_in if reset_in < 1e6 else clock() * 1000))
+    gate.release("logs")
+    within_a_minute = Interrupt(clock=clock, deadline=clock() + RateGate.MAX_RESET_WAIT)
+    assert not gate.acquire("logs", Interrupt(clock=clock, deadline=clock() + 30))  # it does wait for the bucket
+    clock.now += RateGate.MAX_RESET_WAIT
+    assert gate.acquire("logs", within_a_minute)  # then a probe goes to learn where the bucket is
+
+
 def test_an_answer_to_an_older_call_is_stale():
     clock, gate, patient, _ = setup()
     gate.acquire("users_read", patient)

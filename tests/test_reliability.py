@@ -334,3 +334,20 @@ def test_an_untrusted_certificate_is_one_clear_fatal_line_naming_the_host(sandbo
     assert run.code == ExitCode.ERROR, run.stdout + run.stderr
     host = (sandbox.auth0 if api == "auth0" else sandbox.salesforce).host
     assert "certificate is not trusted" in run.stderr and host in run.stderr and "CERTIFICATE_VERIFY_FAILED" in run.stderr
+
+
+def test_first_start_at_a_time_on_a_busy_tenant_finds_the_smallest_id_past_the_first_search_page(sandbox, tenant, cli):
+    # 150 logins dated within 0.15 s of the start, given their ids 10 s later (ingest lag), and one
+    # more dated 2 s in but given its id sooner, 3 s in: the smallest id is on the second page by date.
+    base = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    events = []
+    for i in range(150):
+        tenant.user(f"auth0|busy{i:03d}")
+        events.append({"log_id": make_log_id(base + timedelta(seconds=10), i + 10), "date": (base + timedelta(milliseconds=i)).isoformat(), "type": "s", "user_id": f"auth0|busy{i:03d}"})
+    tenant.user("auth0|zed")
+    events.append({"log_id": make_log_id(base + timedelta(seconds=3), 1), "date": (base + timedelta(seconds=2)).isoformat(), "type": "s", "user_id": "auth0|zed"})
+    sandbox.auth0.add_logs(events)
+    run = cli("--run-once", config=sandbox.write_config(auth0={"start_from": "2026-12-01T00:00:00Z"}))
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.event("cycle_finished")["login_events"] == 151
+    assert "zed@example.com" in {lead["Email"] for lead in sandbox.salesforce.leads.values()}
