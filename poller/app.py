@@ -25,7 +25,7 @@ from poller.dry_run import DryRunDirectory, DryRunSink, decisions, print_decisio
 from poller.errors import ConfigError, LeadMappingError, Problem, RetriableError
 from poller.ledger import Ledger
 from poller.logs import get_logger
-from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, OrgField, check_against_describe, org_fields, parse_path
+from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, LEAD_FIELD_LENGTHS, OrgField, check_against_describe, org_fields, parse_path
 from poller.pacing import Interrupt
 from poller.pipeline import Cycle, CycleReport, CycleSettings
 from poller.rules import lead_rules
@@ -76,6 +76,7 @@ class App:
             batch_profile_reads=config.work.batch_profile_reads,
         )
         self._org: tuple[float, dict[str, OrgField]] | None = None
+        self._describe_missing_said = False
         for rule in self.rules.mapping.fields:
             for source in rule.sources:
                 if source not in COMPUTED_SOURCES and parse_path(source)[0] not in KNOWN_PROFILE_ROOTS:
@@ -99,6 +100,8 @@ class App:
         try:
             describe = self.lead_sink.describe_lead()
         except RetriableError as exc:
+            if cached is None and exc.code == "salesforce_describe_missing" and self._standard_mapping():
+                return self._without_describe(exc)
             if cached is None:
                 log.warning("salesforce_describe_unavailable", code=exc.code, error=str(exc), note="no lead is written until the Lead describe can be read")
                 raise
@@ -112,6 +115,20 @@ class App:
         cached = self.ledger.cached_describe("Lead")
         self._org = (cached[0] if cached else self.clock(), org_fields(describe))
         return self._org[1]
+
+    def _standard_mapping(self) -> bool:
+        """Whether the mapping writes only standard Lead fields whose lengths we know, and upserts
+        on no external id: what a Salesforce-compatible API without a describe can still take."""
+        return not self.config.salesforce.external_id_field and all(rule.field in LEAD_FIELD_LENGTHS for rule in self.rules.mapping.fields)
+
+    def _without_describe(self, exc: RetriableError) -> dict[str, OrgField]:
+        """No describe at all (404, not an outage): the standard lengths stand in for the org's,
+        and Salesforce's own answer to each create says the rest (a field or value it refuses
+        fails that user with its code). Asked again next cycle, said once per process."""
+        if not self._describe_missing_said:
+            self._describe_missing_said = True
+            log.warning("salesforce_describe_missing", error=str(exc), note="using the standard Lead fields and lengths; `lead-poller check` cannot verify the mapping")
+        return {}
 
     def _problems(self, describe: dict[str, Any]) -> list[Problem]:
         return check_against_describe(self.rules.mapping, describe, external_id_field=self.config.salesforce.external_id_field)

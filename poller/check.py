@@ -22,7 +22,8 @@ from poller.auth0_source import Auth0Source
 from poller.config import HOST_PORT, Config, HttpConfig
 from poller.errors import ConfigError, ExitCode, FatalError, PollerError, StateError
 from poller.ledger import StateReader
-from poller.mapping import field_problems, org_fields, required_problems
+from poller.logs import for_person
+from poller.mapping import external_id_problems, field_problems, org_fields, required_problems
 from poller.rules import lead_rules
 from poller.pacing import Interrupt
 from poller.salesforce_sink import SalesforceSink
@@ -42,7 +43,7 @@ class Checklist:
 
     def line(self, verdict: str, name: str, detail: str, exit_code: ExitCode = ExitCode.ERROR) -> None:
         self.results.append((verdict, exit_code))
-        self.out.write(f"{verdict:<5} {name:<22} {detail}\n")
+        self.out.write(f"{verdict:<5} {name:<22} {for_person(detail)}\n")
         self.out.flush()
 
     def passed(self, name: str, detail: str) -> None:
@@ -79,7 +80,7 @@ def run(config_path: Path, *, out: TextIO, environ: Mapping[str, str] | None = N
     except ConfigError as exc:
         checks.failed("configuration", f"{config_path}: {len(exc.problems)} problem(s); fix them first", ExitCode.CONFIG)
         for problem in exc.problems:
-            out.write(f"{'':<28} - {problem}\n")
+            out.write(f"{'':<28} - {for_person(str(problem))}\n")
         out.write(checks.summary() + "\n")
         return checks.exit_code()
     checks.passed("configuration", f"{config_path} is valid")
@@ -282,18 +283,12 @@ def check_lead_fields(checks: Checklist, describe: dict[str, Any], config: Confi
 
     external = config.salesforce.external_id_field
     if external:
-        raw = {f.get("name"): f for f in describe.get("fields", []) if isinstance(f, dict)}
-        f = next((v for k, v in raw.items() if isinstance(k, str) and k.lower() == external.lower()), None)
-        if f is None:
-            checks.failed("lead external id", f"Lead has no field {external}: create it (Text, External ID, Unique) or remove [salesforce] external_id_field")
-        elif not f.get("externalId"):
-            checks.failed("lead external id", f"Lead.{external} is not marked External ID: tick 'External ID' on the field")
-        elif not f.get("unique"):
-            checks.failed("lead external id", f"Lead.{external} is an External ID but not Unique: tick 'Unique', or one user's id could match several leads")
-        elif not f.get("createable"):
-            checks.failed("lead external id", f"Lead.{external} is not createable for the Run As user (field-level security)")
+        # The same verdict the poller reaches at start (exit 78 there too).
+        problems = external_id_problems(fields, external)
+        if problems:
+            checks.failed("lead external id", "; ".join(p.why for p in problems), ExitCode.CONFIG)
         else:
-            checks.passed("lead external id", f"Lead.{external} is a unique External ID")
+            checks.passed("lead external id", f"Lead.{fields[external.lower()].name} is a unique, case-sensitive External ID")
 
 
 def _check_usage(checks: Checklist, usage: tuple[int, int] | None) -> None:

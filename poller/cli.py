@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.OK)
     except Exception as exc:  # a bug: say so, with the traceback in the log
         logs.get_logger("poller").exception("unexpected_error", error=repr(exc))
-        print(f"{prefix}: unexpected error: {exc!r} (this is a bug; the log has the traceback)", file=sys.stderr)
+        print(f"{prefix}: unexpected error: {logs.for_person(repr(exc))} (this is a bug; the log has the traceback)", file=sys.stderr)
         return int(ExitCode.ERROR)
 
 

@@ -363,6 +363,8 @@ def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str 
         return [Problem("salesforce.external_id_field", repr(external_id_field),
                         f"Lead.{spec.name} is Unique but case-insensitive: choose \"Treat 'ABC' and 'abc' as different values "
                         "(case sensitive)\" on the field, since Auth0 user ids can differ by case alone")]
+    if not spec.createable:
+        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not createable for the Run As user (field-level security)")]
     return []
 
 

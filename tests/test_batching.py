@@ -188,6 +188,35 @@ def test_a_duplicate_rule_match_on_another_persons_name_is_not_adopted(sandbox, 
         assert outcomes(sandbox)["auth0|ada"] == ("recorded", None)
 
 
+@pytest.mark.parametrize("shape", ["single", "batch"])
+@pytest.mark.parametrize("on_duplicate", ["allow_save", "skip"])
+def test_on_duplicate_allow_save_writes_the_lead_and_skip_records_the_reason(sandbox, tenant, cli, shape, on_duplicate):
+    # Another John Smith at Acme matches the standard rule; an alert rule lets a save through.
+    sf = sandbox.salesforce
+    sf.duplicate_rule, sf.duplicate_match = ("alert" if on_duplicate == "allow_save" else "block"), "standard"
+    (theirs,) = sf.add_leads([{"FirstName": "John", "LastName": "Smith", "Company": "Acme", "Email": "john@example.net"}])
+    tenant.user("auth0|john", email="john.smith@example.com", given_name="John", family_name="Smith")
+    tenant.logins("auth0|john")
+    if shape == "batch":
+        tenant.user("auth0|ada", given_name="Ada", family_name="Lovelace")
+        tenant.logins("auth0|ada")
+
+    run = cli("--run-once", config=sandbox.write_config(salesforce={"company": "Acme", "on_duplicate": on_duplicate}))
+
+    assert run.code == 0, run.stdout + run.stderr
+    johns = {lead_id for lead_id, lead in sf.leads.items() if lead["LastName"] == "Smith"}
+    if on_duplicate == "allow_save":
+        assert outcomes(sandbox)["auth0|john"] == ("recorded", None)
+        (ours,) = johns - {theirs}
+        assert sf.leads[ours]["Email"] == "john.smith@example.com"
+        assert sandbox.auth0.users["auth0|john"]["app_metadata"]["salesforceLeadId"] == ours
+    else:
+        assert outcomes(sandbox)["auth0|john"] == ("skipped", "duplicate")
+        assert johns == {theirs} and "recordedAsLead" not in (sandbox.auth0.users["auth0|john"].get("app_metadata") or {})
+    if shape == "batch":
+        assert outcomes(sandbox)["auth0|ada"] == ("recorded", None)
+
+
 def test_a_duplicate_inside_collections_without_the_matched_records_is_asked_again_alone(sandbox, tenant, cli):
     # Whether a Collections answer carries the duplicateResult is unconfirmed. Here it does not; the
     # record is sent again through the single-record endpoint, which names the match: a lead with

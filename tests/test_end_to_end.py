@@ -239,6 +239,43 @@ def test_an_api_without_collections_gets_leads_one_by_one(sandbox, tenant, cli):
     assert len(sandbox.salesforce.calls("POST", r"/services/data/v[\d.]+/sobjects/Lead/?")) == 3
 
 
+NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+
+
+def test_an_api_with_only_the_basic_endpoints_still_gets_every_lead(sandbox, tenant, cli):
+    """A Salesforce-compatible API without the Lead describe or sObject Collections, and an Auth0
+    without user search: the standard Lead lengths stand in for the describe, leads go one by one,
+    profiles are read one by one."""
+    for n in range(3):
+        tenant.user(f"auth0|basic{n}", family_name="L" * 100)
+        tenant.logins(f"auth0|basic{n}")
+    sandbox.salesforce.fail("GET", r"/services/data/v[\d.]+/sobjects/Lead/describe/?", status=404, body=NOT_FOUND, times=-1)
+    sandbox.salesforce.fail("POST", r"/services/data/v[\d.]+/composite/sobjects", status=404, body=NOT_FOUND, times=-1)
+    sandbox.auth0.fail("GET", "/api/v2/users", status=404, body={"statusCode": 404, "error": "Not Found", "message": "Not Found"}, times=-1)
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stdout[-3000:] + run.stderr
+    assert run.event("salesforce_describe_missing")["level"] == "warning"
+    assert len(sandbox.salesforce.leads) == 3
+    assert {len(lead["LastName"]) for lead in sandbox.salesforce.leads.values()} == {80}  # the standard length
+    assert all(u["app_metadata"].get("recordedAsLead") is True for u in sandbox.auth0.users.values())
+    assert cli("--run-once").code == 0 and len(sandbox.salesforce.leads) == 3
+
+
+def test_without_a_describe_a_custom_field_holds_the_leads_rather_than_guess(sandbox, tenant, cli):
+    tenant.user("auth0|custom")
+    tenant.logins("auth0|custom")
+    sandbox.salesforce.fail("GET", r"/services/data/v[\d.]+/sobjects/Lead/describe/?", status=404, body=NOT_FOUND, times=-1)
+    config = sandbox.write_config(lead={"fields": {"Plan__c": {"value": "gold"}}})
+
+    run = cli("--run-once", config=config)
+
+    assert run.code == 75, run.stdout[-3000:] + run.stderr
+    assert run.event("salesforce_describe_unavailable")["code"] == "salesforce_describe_missing"
+    assert sandbox.salesforce.leads == {}
+
+
 def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, cli):
     sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "label": "Auth0 User Id", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
     tenant.user("google-oauth2|1234567890")

@@ -55,6 +55,7 @@ ROUTES = {
     ("salesforce", "token"): ("POST", "/services/oauth2/token"),
     ("salesforce", "lead_lookup"): ("GET", REST + "/query/?"),
     ("salesforce", "contact_lookup"): ("GET", REST + "/query/?"),
+    ("salesforce", "lead_describe"): ("GET", REST + "/sobjects/Lead/describe/?"),
 }
 # A batch of one lead goes to the single-record endpoint; two or more to sObject Collections.
 SINGLE_WRITE = ("POST", REST + "/sobjects/Lead/?")
@@ -164,7 +165,12 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
         # The field exists when lead-poller checks the mapping at start; the upsert's 404 (the field
         # deleted, or hidden from the Run As user, since) is what this row is about.
         sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
-    lead = {"skip_existing_contacts": True} if rule.operation == "contact_lookup" else {}
+    lead: dict = {"skip_existing_contacts": True} if rule.operation == "contact_lookup" else {}
+    if rule.operation == "lead_describe":
+        # A custom field: the standard lengths cannot stand in for the describe, so leads wait for it
+        # (with standard fields only, the leads are written: test_end_to_end covers that).
+        sandbox.salesforce.add_field({"name": "Plan__c", "type": "string", "length": 20})
+        lead["fields"] = {"Plan__c": {"value": "gold"}}
     app = make_app(http={"timeout_seconds": 0.5}, work={"backoff_base_seconds": 1, "backoff_cap_seconds": 1}, salesforce=salesforce, lead=lead)
 
     if rule.next is Next.FATAL:

@@ -331,7 +331,7 @@ def test_an_untrusted_certificate_is_one_clear_fatal_line_naming_the_host(sandbo
     tenant.logins("auth0|a")
     sandbox.distrust(sandbox.auth0 if api == "auth0" else sandbox.salesforce)
     run = cli("--run-once", config=sandbox.write_config())
-    assert run.code == ExitCode.ERROR, run.stdout + run.stderr
+    assert run.code == ExitCode.CONFIG, run.stdout + run.stderr
     host = (sandbox.auth0 if api == "auth0" else sandbox.salesforce).host
     assert "certificate is not trusted" in run.stderr and host in run.stderr and "CERTIFICATE_VERIFY_FAILED" in run.stderr
 
