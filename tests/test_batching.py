@@ -4,6 +4,7 @@ record's own outcome, and pacing to Auth0's rate-limit headers."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -237,6 +238,23 @@ def test_a_duplicate_inside_collections_without_the_matched_records_is_asked_aga
     assert sandbox.auth0.users["auth0|racer"]["app_metadata"]["salesforceLeadId"] == raced
     assert len(sf.calls("POST", r".*/composite/sobjects/?")) == 1 and len(sf.calls("POST", r".*/sobjects/Lead/?")) == 1
     assert sorted(lead["Email"] for lead in sf.leads.values()) == ["other@example.com", "racer@example.com"]
+
+
+def test_a_lookup_of_long_addresses_is_split_to_stay_inside_the_url_limit(sandbox, tenant, cli):
+    # 150 addresses of 70 characters: one `Email IN (...)` would need a URL of over 14,000 bytes.
+    for i in range(150):
+        user_id = f"auth0|long{i:03d}"
+        tenant.user(user_id, email=f"{'x' * 50}.{i:03d}@subdomain.example.com")
+        tenant.logins(user_id)
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stderr
+    lookups = [r for r in sandbox.salesforce.calls("GET", r".*/query/?") if "FROM Lead" in r.query.get("q", "")]
+    assert len(lookups) == 2
+    assert all(len(r.raw_path) <= 12_000 + 100 for r in lookups)  # MAX_QUERY_URL, plus the path
+    asked = [email for r in lookups for email in re.findall(r"'([^']+)'", r.query["q"])]
+    assert sorted(asked) == sorted(lead["Email"] for lead in sandbox.salesforce.leads.values()) and len(asked) == 150
 
 
 def test_salesforce_batches_are_filled_across_profile_batches(sandbox, tenant, cli):

@@ -1,4 +1,4 @@
-"""The daemon as a process: SIGTERM mid-cycle, the watchdog, one poller per state."""
+"""The daemon as a process: SIGTERM or SIGINT mid-cycle, the watchdog, one poller per state."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import sqlite3
+
+import pytest
 
 from poller.errors import ExitCode
 from tests.conftest import run_cli, start_cli
@@ -23,12 +25,16 @@ def seed(tenant, count: int) -> list[str]:
     return user_ids
 
 
-def test_sigterm_mid_cycle_finishes_the_step_commits_and_exits_0(sandbox, tenant):
+STOP_SIGNALS = pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+
+
+@STOP_SIGNALS
+def test_a_stop_signal_mid_cycle_finishes_the_step_commits_and_exits_0(sandbox, tenant, stop):
     user_ids = seed(tenant, 40)
     config = sandbox.write_config(schedule={"interval_seconds": 3600}, work={"concurrency": 1})
     holder: dict[str, int] = {}
     # The signal arrives while the daemon is inside a write-back: mid-cycle, mid-batch.
-    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], signal.SIGTERM))
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], stop))
     daemon = start_cli("--config", config, env=sandbox.env())
     holder["pid"] = daemon.pid
 
@@ -88,11 +94,12 @@ def test_second_poller_on_the_same_state_exits_at_once_and_the_first_is_unaffect
     assert all(sandbox.auth0.users[u]["app_metadata"]["recordedAsLead"] for u in user_ids)
 
 
-def test_run_once_stops_cleanly_on_sigterm(sandbox, tenant):
+@STOP_SIGNALS
+def test_run_once_stops_cleanly_on_a_stop_signal(sandbox, tenant, stop):
     seed(tenant, 20)
     config = sandbox.write_config(work={"concurrency": 1})
     holder: dict[str, int] = {}
-    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], signal.SIGTERM))
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], stop))
     process = start_cli("--config", config, "--run-once", env=sandbox.env())
     holder["pid"] = process.pid
 

@@ -116,6 +116,21 @@ def test_start_from_now_ignores_earlier_logins(sandbox, tenant, cli):
     assert set(leads_by_email(sandbox)) == {"after@example.com"}
 
 
+def test_start_from_a_log_id_reads_only_the_logs_after_it(sandbox, tenant, cli):
+    for name in ("before", "at", "after"):
+        tenant.user(f"auth0|{name}")
+        tenant.logins(f"auth0|{name}")
+    at = next(e["log_id"] for e in sandbox.auth0.logs if e.get("user_id") == "auth0|at")
+    config = sandbox.write_config(auth0={"start_from": at})
+
+    run = cli("--run-once", config=config)
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert set(leads_by_email(sandbox)) == {"after@example.com"}  # `from` is exclusive: the id itself is the checkpoint
+    assert run.event("cycle_finished")["login_events"] == 1
+    assert sandbox.auth0.calls("GET", "/api/v2/logs")[0].query["from"] == at  # no search: the id is used as it is
+
+
 def test_users_without_email_are_skipped_with_their_reason(sandbox, tenant, cli):
     tenant.user("sms|+15555550100", email=None)
     tenant.logins("sms|+15555550100")

@@ -296,6 +296,20 @@ def test_connection_filters_judge_the_event_and_the_profile(sandbox, tenant, run
     assert rows["auth0|sso-tester"] == ("skipped", "connection_denied")  # at work, from the identities
 
 
+def test_connection_allow_list_through_the_sandbox(sandbox, tenant, run):
+    tenant.user("auth0|db")
+    tenant.user("google-oauth2|77", email="social@example.com")
+    tenant.user("auth0|sso", identities=[{"connection": "acme-saml", "provider": "samlp", "user_id": "sso", "isSocial": False}])
+    tenant.event("s", "auth0|db", connection="Username-Password-Authentication")
+    tenant.event("s", "google-oauth2|77", connection="google-oauth2")
+    tenant.event("s", "auth0|sso", shape="sso")  # no connection on the event: the profile's identities decide
+
+    run(sandbox.write_config(lead={"allow_connections": ["google-oauth2", "ACME-SAML"]}))
+
+    assert set(leads_by_email(sandbox)) == {"social@example.com", "sso@example.com"}
+    assert ledger_rows(sandbox)["auth0|db"] == ("skipped", "connection_not_allowed")
+
+
 def test_email_domain_filters(sandbox, tenant, run):
     tenant.user("auth0|staff", email="ops@eu.staff.example.net")
     tenant.user("auth0|org", email="someone@example.org")
@@ -489,6 +503,22 @@ def test_backfill_replays_retained_logs_past_the_search_limit_without_moving_the
     assert len(windows) == 2 and windows[0] == "date:[2026-11-19T00:00:00.000Z TO 2026-11-21T00:00:00.000Z}"
     summary = result.event("backfill_finished")
     assert (summary["login_events"], summary["new_users"], summary["leads_created"]) == (1080, 6, 6)
+
+
+def test_backfill_since_dry_run_prints_the_old_logins_and_changes_nothing(sandbox, tenant, run, cli):
+    tenant.user("auth0|old0")
+    _old_logins(sandbox, ["auth0|old0"], datetime(2026, 11, 20, tzinfo=timezone.utc))
+    config, checkpoint = _live_state(sandbox, tenant, run)
+    state = (sandbox.workdir / "state.db").read_bytes()
+    sandbox.auth0.clear_log()
+    sandbox.salesforce.clear_log()
+
+    result = cli("backfill", "--since", "2026-11-19T00:00:00Z", "--dry-run", config=config)
+
+    assert result.code == 0, result.stderr
+    assert ("create_lead", "auth0|old0") in [(line["dry_run"], line.get("user_id")) for line in dry_run_lines(result)]
+    assert writes(sandbox) == [] and "old0@example.com" not in leads_by_email(sandbox)
+    assert (sandbox.workdir / "state.db").read_bytes() == state and checkpoint_of(sandbox) == checkpoint
 
 
 def test_backfill_max_leads_caps_one_run_and_the_rest_wait(sandbox, tenant, run):

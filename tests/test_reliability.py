@@ -69,6 +69,28 @@ def test_bad_events_and_odd_profiles_never_crash_a_cycle(sandbox, cli):
     assert "2001:db8::1" not in run.stdout  # IPs are masked in logs
 
 
+def test_a_page_of_odd_log_ids_loses_no_login_and_checkpoints_the_last_usable_id(sandbox, tenant, cli):
+    fixture = _load("odd_log_ids.json")
+    page = fixture["page"]
+    usable = make_log_id(datetime(2026, 12, 1, tzinfo=timezone.utc), 7)
+    for event in page:
+        tenant.user(event["user_id"])
+        if event.get("log_id") == "LAST_USABLE":
+            event["log_id"] = usable
+    sandbox.auth0.add_logs([{"log_id": usable, "date": "2026-12-01T00:00:00Z", "type": "s", "user_id": "auth0|usable-id"}])
+    sandbox.auth0.fail("GET", "/api/v2/logs", status=200, body=page, when=lambda r: "from" in r.query, times=1)
+
+    run = cli("--run-once")
+
+    assert run.code == 0, run.stdout[-3000:] + run.stderr
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    statuses = dict(db.execute("SELECT user_id, status FROM users").fetchall())
+    checkpoint = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()[0]
+    db.close()
+    assert statuses == {event["user_id"]: "recorded" for event in page}
+    assert checkpoint == usable
+
+
 def test_salesforce_outage_keeps_ingest_moving_and_users_pending(sandbox, tenant, cli):
     tenant.user("auth0|a")
     tenant.logins("auth0|a")
