@@ -107,10 +107,13 @@ def _check_state(checks: Checklist, config: Config) -> str | None:
         return None
     if reader is None:
         ancestor = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-        if ancestor is None or not os.access(ancestor, os.W_OK | os.X_OK):
+        if ancestor is not None and not ancestor.is_dir():
+            checks.failed("state database", f"{path} cannot be created: {ancestor} is a file, not a folder", ExitCode.STATE)
+        elif ancestor is None or not os.access(ancestor, os.W_OK | os.X_OK):
             checks.failed("state database", f"{path} does not exist and cannot be created: {ancestor} is not writable for this user", ExitCode.STATE)
         else:
-            checks.passed("state database", f"none yet at {path}; the first cycle creates it and starts from start_from = {config.auth0.start_from!r}")
+            missing = "" if ancestor == path.parent else f" (and the missing folders under {ancestor})"
+            checks.passed("state database", f"none yet at {path}; the first cycle creates it{missing} and starts from start_from = {config.auth0.start_from!r}")
         return None
     with reader:
         checkpoint = reader.meta().get("checkpoint")

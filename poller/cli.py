@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("retry", "reset-checkpoint"):
             if args.command == "retry" and not args.user_ids and not args.all_failed:
                 raise UsageError("name USER_IDs or pass --all-failed")
+            if args.command == "retry" and args.user_ids and args.all_failed:
+                raise UsageError("name USER_IDs or pass --all-failed, not both")
             if args.command == "reset-checkpoint" and args.to is not None and not (args.to.isascii() and args.to.isdigit()):
                 raise UsageError(f"--to {args.to!r}: a log_id is digits, exactly as Auth0 gave it")
             # State edits call no vendor: the service's secrets are not needed to run them.
@@ -343,7 +345,15 @@ def _retry(config: config_module.Config, user_ids: list[str], all_failed: bool) 
         raise _no_state(config)
     # Beside a running daemon too: a requeue is one SQLite transaction.
     with Ledger(config.state.path, clock=time.time, exclusive=False) as ledger:
+        # A named user who is not failed is said so by name: a typo must not pass for done.
+        not_failed = {}
+        for user_id in dict.fromkeys(user_ids):
+            row = ledger.get(user_id)
+            if row is None or row.status != "failed":
+                not_failed[user_id] = "not in the state database" if row is None else f"is {row.status}"
         count = ledger.requeue_failed(None if all_failed else user_ids)
+    for user_id, why in not_failed.items():
+        print(f"{user_id}: {why}, not failed; left as it is", file=sys.stderr)
     if count == 0 and not all_failed:
         print(f"no failed user among {', '.join(user_ids)}; nothing changed", file=sys.stderr)
         return int(ExitCode.OK)
@@ -360,8 +370,8 @@ def _reset_checkpoint(config: config_module.Config, to: str | None) -> int:
         raise _no_state(config)
     with Ledger(config.state.path, clock=time.time) as ledger:  # the poller must be stopped
         previous = ledger.reset_checkpoint(to)
-    where = f"log_id {to}" if to else f"[auth0] start_from = {config.auth0.start_from!r}"
-    print(f"checkpoint {previous or '(none)'} forgotten; the next run reads from {where}")
+    where = f"the logs after log_id {to}" if to else f"where [auth0] start_from = {config.auth0.start_from!r} says"
+    print(f"checkpoint {previous or '(none)'} forgotten; the next run reads {where}")
     return int(ExitCode.OK)
 
 

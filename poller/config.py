@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from poller.errors import ConfigError, Problem
+from poller.errors import ConfigError, Problem, toml_value
 from poller.mapping import COMPUTED_SOURCES, FIXED_FIELDS, FieldMapping, source_problem
 
 DEFAULT_LOGIN_TYPES = ("s", "scoa", "sens", "sepft")
@@ -164,7 +164,7 @@ SF_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 def _shown(key: str, value: Any) -> str:
     if key in SECRET_KEYS:
         return "(hidden)"
-    return repr(value)
+    return toml_value(value)
 
 
 class _Reader:
@@ -177,7 +177,7 @@ class _Reader:
     def section(self, name: str, known: set[str]) -> dict[str, Any]:
         value = self.raw.get(name, {})
         if not isinstance(value, dict):
-            self.problems.append(Problem(f"[{name}]", repr(value), "must be a table"))
+            self.problems.append(Problem(f"[{name}]", toml_value(value), "must be a table"))
             return {}
         for key in sorted(set(value) - known):
             self.problems.append(Problem(f"{name}.{key}", None, f"unknown key (known: {', '.join(sorted(known))})"))
@@ -206,14 +206,18 @@ class _Reader:
         if any(p.key == qualified for p in self.problems):
             return  # already reported as wrong; "missing" would only confuse
         if value in (None, ""):
-            where = f" (or the environment variable {env})" if env else ""
             if qualified in SECRET_KEYS:
-                where = f" (better: the environment variable {env}, or a systemd credential file named {env})"
+                # Secrets belong outside the file: name that way first.
+                self.problems.append(Problem(qualified, None, f"is required: set the environment variable {env}, or a systemd credential file named {env}"))
+                return
+            where = f" (or the environment variable {env})" if env else ""
             self.problems.append(Problem(qualified, None, f"is required: set it in the file{where}"))
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
     names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}
+    if float in kinds:
+        kinds = tuple(k for k in kinds if k is not int)  # "a number" already says a whole one will do
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -458,12 +462,14 @@ def parse(
 
     merged = {name: dict(raw.get(name, {})) if isinstance(raw.get(name, {}), dict) else raw.get(name) for name in known_sections}
     env_for: dict[str, str] = {}
+    overridden: set[str] = set()
     credentials = read_credentials(environ, problems)
     for variable, (section, key) in ENV_OVERRIDES.items():
         env_for[f"{section}.{key}"] = variable
         value = environ.get(variable) or credentials.get(variable)  # the environment wins
         if value and isinstance(merged.get(section), dict):
             merged[section][key] = value
+            overridden.add(f"{section}.{key}")
     reader.raw = merged
 
     a = reader.section("auth0", {"domain", "client_id", "client_secret", "start_from", "login_types", "rate_limit_buckets"})
@@ -543,7 +549,7 @@ def parse(
     if ca_path is not None:
         why = check_ca_bundle(ca_path)
         if why:
-            problems.append(Problem("http.ca_bundle", repr(ca_bundle), why))
+            problems.append(Problem("http.ca_bundle", toml_value(ca_bundle), why))
     http = HttpConfig(
         ca_bundle=ca_path,
         timeout_seconds=float(reader.get(h, "http.timeout_seconds", (int, float), 30, _between(0, 3600, above=True))),
@@ -572,6 +578,13 @@ def parse(
     lead = _parse_lead(reader, salesforce)
 
     if problems:
+        # A value that came from the environment is not in the file: say where it came from.
+        from_environment = {key: variable for key, variable in env_for.items() if key in overridden}
+        problems[:] = [
+            Problem(p.key, p.value, f"{p.why} (this value comes from the environment variable {from_environment[p.key]})")
+            if p.key in from_environment and p.value is not None else p
+            for p in problems
+        ]
         raise ConfigError(problems, source=str(source) if source else "configuration")
     return Config(
         auth0=auth0, salesforce=salesforce, schedule=schedule, state=state, http=http, work=work, logging=logging, metrics=metrics, source=source, lead=lead
@@ -607,7 +620,7 @@ def _parse_lead(reader: _Reader, salesforce: SalesforceConfig) -> LeadConfig:
     fields: list[tuple[str, FieldMapping | None]] = []
     raw_fields = ld.get("fields", {})
     if not isinstance(raw_fields, dict):
-        problems.append(Problem("[lead.fields]", repr(raw_fields), "must be a table: one line per Lead field, e.g. Title = \"user_metadata.job_title\""))
+        problems.append(Problem("[lead.fields]", toml_value(raw_fields), "must be a table: one line per Lead field, e.g. Title = \"user_metadata.job_title\""))
         raw_fields = {}
     seen: dict[str, str] = {}
     for name, value in raw_fields.items():

@@ -19,6 +19,7 @@ Adapters translate every vendor response into one of these at their boundary (se
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 
 
@@ -50,6 +51,22 @@ class Problem:
     def __str__(self) -> str:
         shown = "" if self.value is None else f" = {self.value}"
         return f"{self.key}{shown}: {self.why}"
+
+
+def toml_value(value: object) -> str:
+    """A configuration value as it is written in config.toml (`true`, `"60"`, `["s", "f"]`), so a
+    problem shows what the person typed rather than Python's spelling of it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    return repr(value)
 
 
 class ConfigError(PollerError):

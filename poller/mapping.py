@@ -28,7 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-from poller.errors import Problem
+from poller.errors import Problem, toml_value
 
 # Lengths of the standard Lead fields (Salesforce Field Reference, "Lead"); the org's describe wins
 # where it is known.
@@ -326,7 +326,7 @@ def field_problems(mapping: LeadMapping, fields: Mapping[str, OrgField]) -> list
             problems.append(Problem(rule.where, None, f"Lead.{spec.name} is a {spec.type} field; lead-poller writes text, picklist, email, phone, url, number, checkbox and date fields"))
         elif spec.restricted_values is not None and isinstance(rule.default, str) and rule.default and rule.default not in spec.restricted_values:
             allowed = ", ".join(sorted(spec.restricted_values)) or "none"
-            problems.append(Problem(rule.where, repr(rule.default), f"is not an active value of the restricted picklist Lead.{spec.name} (values: {allowed})"))
+            problems.append(Problem(rule.where, toml_value(rule.default), f"is not an active value of the restricted picklist Lead.{spec.name} (values: {allowed})"))
     return problems
 
 
@@ -352,19 +352,19 @@ def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str 
         return []
     spec = fields.get(external_id_field.lower())
     if spec is None:
-        return [Problem("salesforce.external_id_field", repr(external_id_field), "the org's Lead object has no such field")]
+        return [Problem("salesforce.external_id_field", toml_value(external_id_field), "the org's Lead object has no such field")]
     if not spec.external_id:
-        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)")]
+        return [Problem("salesforce.external_id_field", toml_value(external_id_field), f"Lead.{spec.name} is not an External ID field (tick External ID and Unique on it in Setup)")]
     if not spec.unique:
-        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not Unique: tick Unique, or one user's id could match several leads")]
+        return [Problem("salesforce.external_id_field", toml_value(external_id_field), f"Lead.{spec.name} is not Unique: tick Unique, or one user's id could match several leads")]
     if not spec.case_sensitive:
         # Auth0 ids can differ by case alone (samlp|acme|JDoe and samlp|acme|jdoe are two people):
         # a case-insensitive field would write one person's lead over the other's.
-        return [Problem("salesforce.external_id_field", repr(external_id_field),
+        return [Problem("salesforce.external_id_field", toml_value(external_id_field),
                         f"Lead.{spec.name} is Unique but case-insensitive: choose \"Treat 'ABC' and 'abc' as different values "
                         "(case sensitive)\" on the field, since Auth0 user ids can differ by case alone")]
     if not spec.createable:
-        return [Problem("salesforce.external_id_field", repr(external_id_field), f"Lead.{spec.name} is not createable for the Run As user (field-level security)")]
+        return [Problem("salesforce.external_id_field", toml_value(external_id_field), f"Lead.{spec.name} is not createable for the Run As user (field-level security)")]
     return []
 
 

@@ -365,3 +365,25 @@ def test_a_watchdog_shorter_than_a_cycle_may_run_is_refused():
     assert "120 s" in found["schedule.watchdog_intervals"] and "at least 11" in found["schedule.watchdog_intervals"]
     assert parse(with_("schedule", interval_seconds=60, cycle_deadline_seconds=600, watchdog_intervals=11)).schedule.watchdog_intervals == 11
     assert parse(with_("schedule", interval_seconds=60, watchdog_intervals=2)).schedule.deadline_seconds == 48  # the default deadline fits
+
+
+def test_values_are_shown_as_written_in_toml_and_number_kinds_read_plainly():
+    raw = with_("schedule", interval_seconds="60")
+    raw["work"] = {"max_attempts": True}
+    raw["auth0"]["login_types"] = ["s", 5]
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+    shown = {p.key: str(p) for p in caught.value.problems}
+    assert shown["schedule.interval_seconds"] == 'schedule.interval_seconds = "60": must be a number'
+    assert shown["work.max_attempts"].startswith("work.max_attempts = true: must be a whole number")
+    assert shown["auth0.login_types"].startswith('auth0.login_types = ["s", 5]:')
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_not_the_file():
+    with pytest.raises(ConfigError) as caught:
+        parse(VALID, {"SALESFORCE_DOMAIN": "login.salesforce.com"})
+    (problem,) = caught.value.problems
+    assert problem.key == "salesforce.domain" and "environment variable SALESFORCE_DOMAIN" in problem.why
+    with pytest.raises(ConfigError) as caught:
+        parse(with_("salesforce", domain="login.salesforce.com"))
+    assert "environment" not in caught.value.problems[0].why  # from the file: nothing to add

@@ -227,8 +227,11 @@ def test_retry_makes_failed_users_pending_and_the_next_run_works_them(sandbox, t
     assert cli("--run-once").code == 0
     assert sandbox.salesforce.leads == {}  # failed users stay failed until someone says otherwise
 
-    retried = cli("retry", "auth0|picky")
+    retried = cli("retry", "auth0|picky", "auth0|typo")
     assert retried.code == 0 and "1 user(s) pending again" in retried.stdout
+    assert "auth0|typo: not in the state database" in retried.stderr  # a typo is named, not passed over
+    both = cli("retry", "auth0|other", "--all-failed")
+    assert both.code == 78 and "not both" in both.stderr
     assert cli("--run-once").event("cycle_finished")["leads_created"] == 1
     assert cli("retry", "--all-failed").stdout.startswith("1 user(s)")
     assert cli("--run-once").event("cycle_finished")["leads_created"] == 1
