@@ -124,12 +124,23 @@ class Tenant:
             self.event(kind, user_id)
 
 
+def ledger_rows(sandbox) -> dict[str, tuple[str, str | None]]:
+    """user id -> (status, reason), read straight from the state database the run left."""
+    import sqlite3
+
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    try:
+        return {uid: (status, reason) for uid, status, reason in db.execute("SELECT user_id, status, reason FROM users")}
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def tenant(sandbox):
     return Tenant(sandbox)
 
 
-__all__ = ["Run", "run_cli", "make_log_id"]
+__all__ = ["Run", "run_cli", "make_log_id", "ledger_rows"]
 
 
 @pytest.fixture

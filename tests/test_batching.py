@@ -165,18 +165,26 @@ def test_one_salesforce_batch_records_each_leads_own_outcome(sandbox, tenant, cl
     assert run.event("cycle_finished")["failed"] == {"INVALID_EMAIL_ADDRESS": 1, "STRING_TOO_LONG": 1}
 
 
-@pytest.mark.parametrize("shape", ["single", "batch"])
-def test_a_duplicate_rule_match_on_another_persons_name_is_not_adopted(sandbox, tenant, cli, shape):
-    # Salesforce's standard matching rules also match on first name, last name and company, and the
-    # company is one for everyone: another John Smith's lead must not become this John Smith's.
+def another_john_smith(sandbox, tenant, shape: str, *, rule: str) -> str:
+    """A lead of another John Smith at Acme, which the standard duplicate rule matches, and our John
+    Smith signing in (with Ada beside him for the batch shape). Returns the other John's lead id."""
     sf = sandbox.salesforce
-    sf.duplicate_rule, sf.duplicate_match = "block", "standard"
+    sf.duplicate_rule, sf.duplicate_match = rule, "standard"
     (theirs,) = sf.add_leads([{"FirstName": "John", "LastName": "Smith", "Company": "Acme", "Email": "john@example.net"}])
     tenant.user("auth0|john", email="john.smith@example.com", given_name="John", family_name="Smith")
     tenant.logins("auth0|john")
     if shape == "batch":
         tenant.user("auth0|ada", given_name="Ada", family_name="Lovelace")
         tenant.logins("auth0|ada")
+    return theirs
+
+
+@pytest.mark.parametrize("shape", ["single", "batch"])
+def test_a_duplicate_rule_match_on_another_persons_name_is_not_adopted(sandbox, tenant, cli, shape):
+    # Salesforce's standard matching rules also match on first name, last name and company, and the
+    # company is one for everyone: another John Smith's lead must not become this John Smith's.
+    sf = sandbox.salesforce
+    theirs = another_john_smith(sandbox, tenant, shape, rule="block")
 
     run = cli("--run-once", config=sandbox.write_config(salesforce={"company": "Acme"}))
 
@@ -194,13 +202,7 @@ def test_a_duplicate_rule_match_on_another_persons_name_is_not_adopted(sandbox, 
 def test_on_duplicate_allow_save_writes_the_lead_and_skip_records_the_reason(sandbox, tenant, cli, shape, on_duplicate):
     # Another John Smith at Acme matches the standard rule; an alert rule lets a save through.
     sf = sandbox.salesforce
-    sf.duplicate_rule, sf.duplicate_match = ("alert" if on_duplicate == "allow_save" else "block"), "standard"
-    (theirs,) = sf.add_leads([{"FirstName": "John", "LastName": "Smith", "Company": "Acme", "Email": "john@example.net"}])
-    tenant.user("auth0|john", email="john.smith@example.com", given_name="John", family_name="Smith")
-    tenant.logins("auth0|john")
-    if shape == "batch":
-        tenant.user("auth0|ada", given_name="Ada", family_name="Lovelace")
-        tenant.logins("auth0|ada")
+    theirs = another_john_smith(sandbox, tenant, shape, rule="alert" if on_duplicate == "allow_save" else "block")
 
     run = cli("--run-once", config=sandbox.write_config(salesforce={"company": "Acme", "on_duplicate": on_duplicate}))
 

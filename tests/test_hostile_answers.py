@@ -11,17 +11,10 @@ from pathlib import Path
 
 from poller.errors import ExitCode
 from poller.sandbox.scenario import make_log_id, user_profile
+from tests.conftest import ledger_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REST = r"/services/data/v[\d.]+"
-
-
-def rows(sandbox) -> dict[str, tuple[str, str | None]]:
-    db = sqlite3.connect(sandbox.workdir / "state.db")
-    try:
-        return {user_id: (status, reason) for user_id, status, reason in db.execute("SELECT user_id, status, reason FROM users")}
-    finally:
-        db.close()
 
 
 def test_half_a_utf16_pair_in_profiles_and_events_holds_up_nobody(sandbox, tenant, cli):
@@ -41,7 +34,7 @@ def test_half_a_utf16_pair_in_profiles_and_events_holds_up_nobody(sandbox, tenan
     assert first.code == 0, first.stdout[-3000:] + first.stderr
     assert cli("--run-once").code == 0  # and the next run has nothing left over
 
-    outcome = rows(sandbox)
+    outcome = ledger_rows(sandbox)
     for user_id in ("auth0|given", "auth0|family", "auth0|name", "auth0|fine", "auth0|after"):
         assert outcome[user_id] == ("recorded", None), (user_id, outcome[user_id])
     assert outcome["samlp|acme|x\ufffdy"] == ("skipped", "user_not_found")
@@ -78,11 +71,11 @@ def test_a_backfill_page_that_is_not_a_list_stops_the_backfill_loudly(sandbox, t
 def test_a_user_not_found_is_looked_at_again_on_the_next_login(sandbox, tenant, cli):
     tenant.logins("google-oauth2|222")  # deleted: 404, no primary user
     assert cli("--run-once").code == 0
-    assert rows(sandbox)["google-oauth2|222"] == ("skipped", "user_not_found")
+    assert ledger_rows(sandbox)["google-oauth2|222"] == ("skipped", "user_not_found")
     tenant.user("google-oauth2|222")  # created again with the same id, and signs in
     tenant.logins("google-oauth2|222")
     assert cli("--run-once").code == 0
-    assert rows(sandbox)["google-oauth2|222"] == ("recorded", None)
+    assert ledger_rows(sandbox)["google-oauth2|222"] == ("recorded", None)
 
 
 def test_salesforce_query_answers_of_the_wrong_shape_are_retried_not_a_crash(sandbox, tenant, cli):
@@ -124,7 +117,7 @@ def test_a_gateways_html_400_on_a_single_lead_is_the_requests_failure_not_the_us
     sandbox.salesforce.fail("POST", REST + "/sobjects/Lead/?", status=400, body="<html><body>Bad Request</body></html>", times=1)
     run = cli("--run-once")
     assert run.code == ExitCode.TEMPORARY
-    assert rows(sandbox)["auth0|one"] == ("pending", "salesforce_batch_rejected")
+    assert ledger_rows(sandbox)["auth0|one"] == ("pending", "salesforce_batch_rejected")
 
 
 def test_a_retention_check_that_fails_does_not_stop_ingest(sandbox, tenant, cli):
@@ -139,7 +132,7 @@ def test_a_retention_check_that_fails_does_not_stop_ingest(sandbox, tenant, cli)
     run = cli("--run-once")
     assert run.code == 0, run.stdout[-2000:] + run.stderr
     assert "did not say" in run.event("log_retention_gap")["note"]
-    assert rows(sandbox)["auth0|late"] == ("recorded", None)
+    assert ledger_rows(sandbox)["auth0|late"] == ("recorded", None)
 
 
 def test_a_case_insensitive_external_id_field_is_refused_before_any_write(sandbox, tenant, cli):

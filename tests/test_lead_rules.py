@@ -24,6 +24,7 @@ from poller import config as config_module
 from poller.app import App
 from poller.pipeline import CycleReport
 from poller.sandbox.scenario import log_event, user_profile
+from tests.conftest import ledger_rows
 
 
 @pytest.fixture
@@ -64,14 +65,6 @@ def run(sandbox):
         return Ran(report, logs)
 
     return go
-
-
-def ledger_rows(sandbox) -> dict[str, tuple[str, str | None]]:
-    db = sqlite3.connect(sandbox.workdir / "state.db")
-    try:
-        return {uid: (status, reason) for uid, status, reason in db.execute("SELECT user_id, status, reason FROM users")}
-    finally:
-        db.close()
 
 
 def checkpoint_of(sandbox) -> str | None:
