@@ -462,14 +462,14 @@ def parse(
 
     merged = {name: dict(raw.get(name, {})) if isinstance(raw.get(name, {}), dict) else raw.get(name) for name in known_sections}
     env_for: dict[str, str] = {}
-    overridden: set[str] = set()
+    overridden: dict[str, str] = {}  # key -> where its value came from, when not the file
     credentials = read_credentials(environ, problems)
     for variable, (section, key) in ENV_OVERRIDES.items():
         env_for[f"{section}.{key}"] = variable
         value = environ.get(variable) or credentials.get(variable)  # the environment wins
         if value and isinstance(merged.get(section), dict):
             merged[section][key] = value
-            overridden.add(f"{section}.{key}")
+            overridden[f"{section}.{key}"] = f"the environment variable {variable}" if environ.get(variable) else f"the credential file {variable}"
     reader.raw = merged
 
     a = reader.section("auth0", {"domain", "client_id", "client_secret", "start_from", "login_types", "rate_limit_buckets"})
@@ -579,10 +579,8 @@ def parse(
 
     if problems:
         # A value that came from the environment is not in the file: say where it came from.
-        from_environment = {key: variable for key, variable in env_for.items() if key in overridden}
         problems[:] = [
-            Problem(p.key, p.value, f"{p.why} (this value comes from the environment variable {from_environment[p.key]})")
-            if p.key in from_environment and p.value is not None else p
+            Problem(p.key, p.value, f"{p.why} (this value comes from {overridden[p.key]})") if p.key in overridden and p.value is not None else p
             for p in problems
         ]
         raise ConfigError(problems, source=str(source) if source else "configuration")
