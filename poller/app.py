@@ -25,7 +25,7 @@ from poller.dry_run import DryRunDirectory, DryRunSink, decisions, print_decisio
 from poller.errors import ConfigError, LeadMappingError, Problem, RetriableError
 from poller.ledger import Ledger
 from poller.logs import get_logger
-from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, LEAD_FIELD_LENGTHS, OrgField, check_against_describe, org_fields, parse_path
+from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, OrgField, check_against_describe, fits_without_describe, org_fields, parse_path
 from poller.pacing import Interrupt
 from poller.pipeline import Cycle, CycleReport, CycleSettings
 from poller.rules import lead_rules
@@ -100,7 +100,7 @@ class App:
         try:
             describe = self.lead_sink.describe_lead()
         except RetriableError as exc:
-            if cached is None and exc.code == "salesforce_describe_missing" and self._standard_mapping():
+            if cached is None and exc.code == "salesforce_describe_missing" and fits_without_describe(self.rules.mapping, self.config.salesforce.external_id_field):
                 return self._without_describe(exc)
             if cached is None:
                 log.warning("salesforce_describe_unavailable", code=exc.code, error=str(exc), note="no lead is written until the Lead describe can be read")
@@ -115,11 +115,6 @@ class App:
         cached = self.ledger.cached_describe("Lead")
         self._org = (cached[0] if cached else self.clock(), org_fields(describe))
         return self._org[1]
-
-    def _standard_mapping(self) -> bool:
-        """Whether the mapping writes only standard Lead fields whose lengths we know, and upserts
-        on no external id: what a Salesforce-compatible API without a describe can still take."""
-        return not self.config.salesforce.external_id_field and all(rule.field in LEAD_FIELD_LENGTHS for rule in self.rules.mapping.fields)
 
     def _without_describe(self, exc: RetriableError) -> dict[str, OrgField]:
         """No describe at all (404, not an outage): the standard lengths stand in for the org's,

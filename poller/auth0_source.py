@@ -94,6 +94,10 @@ class _Token:
         self.fetched = 0
 
     def get(self) -> str:
+        return self.issue()[0]
+
+    def issue(self) -> tuple[str, int]:
+        """The token and its generation (how many tokens were fetched before it, itself included)."""
         with self._lock:
             if self._value is None or self._clock() >= self._refresh_at:
                 value, expires_in = self._fetch()
@@ -102,11 +106,15 @@ class _Token:
                 # Renew at 90% of the lifetime (at most 10 minutes early), never keeping an expiring token.
                 self._refresh_at = self._clock() + max(0.0, expires_in - min(600.0, expires_in * 0.1))
                 self._value = value
-            return self._value
+            return self._value, self.fetched
 
-    def invalidate(self) -> None:
+    def invalidate(self, generation: int) -> None:
+        """Drop the token of `generation` after a 401. Calls that ran side by side all get the 401
+        of one expired token; the first drops it, the rest find a newer one already there (one new
+        token, not one per call: Auth0 counts machine-to-machine tokens against a monthly quota)."""
         with self._lock:
-            self._value = None
+            if generation == self.fetched:
+                self._value = None
 
 
 class Auth0Source:
@@ -197,6 +205,8 @@ class Auth0Source:
         quick_retries = 0
         waits = 0
         while True:
+            # The token this attempt uses (fetched now if needed), so a 401 drops that one only.
+            generation = self._token.issue()[1] if operation != "token" else 0
             try:
                 return self._send(group, send)
             except ApiError as exc:
@@ -226,7 +236,7 @@ class Auth0Source:
                 raise RetriableError(f"Auth0 rate limit on {operation}; the deadline came first", code=rule.code, delay=delay, counts_as_attempt=False)
             if rule.next is Next.REFRESH and not refreshed and operation != "token":
                 refreshed = True
-                self._token.invalidate()
+                self._token.invalidate(generation)
                 continue
             if rule.next is Next.REFRESH:
                 raise FatalError(f"Auth0 rejected a freshly issued token ({detail}); check the application's API authorisation", code=rule.code, exit_code=rule.exit_code)

@@ -23,7 +23,7 @@ from poller.config import HOST_PORT, Config, HttpConfig
 from poller.errors import ConfigError, ExitCode, FatalError, PollerError, StateError
 from poller.ledger import StateReader
 from poller.logs import for_person
-from poller.mapping import external_id_problems, field_problems, org_fields, required_problems
+from poller.mapping import external_id_problems, field_problems, fits_without_describe, org_fields, required_problems
 from poller.rules import lead_rules
 from poller.pacing import Interrupt
 from poller.salesforce_sink import SalesforceSink
@@ -201,6 +201,7 @@ def _check_scopes(checks: Checklist, scopes: frozenset[str] | None) -> None:
 
 
 def _check_logs(checks: Checklist, source: Auth0Source, checkpoint: str | None) -> None:
+    events: list[dict[str, Any]] = []
     try:
         if checkpoint:
             events, _ = source.read_page(checkpoint)
@@ -218,12 +219,21 @@ def _check_logs(checks: Checklist, source: Auth0Source, checkpoint: str | None) 
         return
     try:
         kept = source.log_exists(checkpoint)
+        lookup_missing = False
+        if not kept:
+            # An API that answers 404 for every log id (no GET /api/v2/logs/{id}) says nothing about
+            # the checkpoint: ask for a log that exists, the newest just read or searched for.
+            newest = next((e["log_id"] for e in reversed(events) if isinstance(e.get("log_id"), str)), None) or source.find_start("now")[0]
+            lookup_missing = newest is not None and not source.log_exists(newest)
     except PollerError as exc:
         message, code = _problem(exc)
         checks.failed("auth0 checkpoint", message, code)
         return
     if kept:
         checks.passed("auth0 checkpoint", f"{checkpoint} is still in Auth0's log stream")
+    elif lookup_missing:
+        checks.warned("auth0 checkpoint", "this API answers 404 even for a log it just listed (no GET /api/v2/logs/{id}): "
+                      "cannot tell whether the checkpoint is still kept")
     else:
         checks.failed(
             "auth0 checkpoint",
@@ -255,13 +265,27 @@ def _check_salesforce(checks: Checklist, config: Config, interrupt: Interrupt) -
         try:
             describe = sink.describe_lead()
         except PollerError as exc:
-            message, code = _problem(exc)
-            checks.failed("lead fields", f"the Lead object cannot be described: {message}", code)
+            _no_describe(checks, config, exc)
+            _check_usage(checks, sink.api_usage, answered=False)
         else:
             check_lead_fields(checks, describe, config)
-        _check_usage(checks, sink.api_usage)
+            _check_usage(checks, sink.api_usage, answered=True)
     finally:
         sink.close()
+
+
+def _no_describe(checks: Checklist, config: Config, exc: PollerError) -> None:
+    """The run's verdict on an API without the Lead describe (`App.lead_fields`): the standard
+    fields carry on, anything else waits for a describe."""
+    message, code = _problem(exc)
+    if getattr(exc, "code", None) != "salesforce_describe_missing":
+        checks.failed("lead fields", f"the Lead object cannot be described: {message}", code)
+    elif fits_without_describe(lead_rules(config).mapping, config.salesforce.external_id_field):
+        checks.warned("lead fields", "this API has no Lead describe (404): runs use the standard Lead fields and lengths, "
+                      "and the mapping cannot be checked against the org")
+    else:
+        checks.failed("lead fields", "this API has no Lead describe (404), which custom fields and external_id_field need: "
+                      "no lead is written with this mapping", ExitCode.CONFIG)
 
 
 def check_lead_fields(checks: Checklist, describe: dict[str, Any], config: Config) -> None:
@@ -294,7 +318,10 @@ def check_lead_fields(checks: Checklist, describe: dict[str, Any], config: Confi
             checks.passed("lead external id", f"Lead.{fields[external.lower()].name} is a unique, case-sensitive External ID")
 
 
-def _check_usage(checks: Checklist, usage: tuple[int, int] | None) -> None:
+def _check_usage(checks: Checklist, usage: tuple[int, int] | None, *, answered: bool) -> None:
+    if usage is None and not answered:
+        checks.skipped("salesforce api usage", "no REST call succeeded (the usage comes with successful answers)")
+        return
     if usage is None:
         checks.warned("salesforce api usage", "Salesforce sent no Sforce-Limit-Info header")
         return

@@ -368,6 +368,12 @@ def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str 
     return []
 
 
+def fits_without_describe(mapping: LeadMapping, external_id_field: str | None) -> bool:
+    """Whether `mapping` writes only standard Lead fields whose lengths are known here, and upserts
+    on no external id: what a Salesforce-compatible API that has no Lead describe can still take."""
+    return not external_id_field and all(rule.field in LEAD_FIELD_LENGTHS for rule in mapping.fields)
+
+
 def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *, external_id_field: str | None = None) -> list[Problem]:
     """Every way `mapping` does not fit the org's Lead object (from its describe): fields it lacks or
     will not let us write, required fields left without a value, fixed values a restricted picklist

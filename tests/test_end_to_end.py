@@ -267,9 +267,12 @@ def test_an_api_with_only_the_basic_endpoints_still_gets_every_lead(sandbox, ten
     for n in range(3):
         tenant.user(f"auth0|basic{n}", family_name="L" * 100)
         tenant.logins(f"auth0|basic{n}")
+    tenant.logins("auth0|deleted")  # no such user, and no search to look for a primary with
+    auth0_not_found = {"statusCode": 404, "error": "Not Found", "message": "Not Found"}
     sandbox.salesforce.fail("GET", r"/services/data/v[\d.]+/sobjects/Lead/describe/?", status=404, body=NOT_FOUND, times=-1)
     sandbox.salesforce.fail("POST", r"/services/data/v[\d.]+/composite/sobjects", status=404, body=NOT_FOUND, times=-1)
-    sandbox.auth0.fail("GET", "/api/v2/users", status=404, body={"statusCode": 404, "error": "Not Found", "message": "Not Found"}, times=-1)
+    sandbox.auth0.fail("GET", "/api/v2/users", status=404, body=auth0_not_found, times=-1)
+    sandbox.auth0.fail("GET", r"/api/v2/logs/\d+", status=404, body=auth0_not_found, times=-1)
 
     run = cli("--run-once")
 
@@ -278,7 +281,17 @@ def test_an_api_with_only_the_basic_endpoints_still_gets_every_lead(sandbox, ten
     assert len(sandbox.salesforce.leads) == 3
     assert {len(lead["LastName"]) for lead in sandbox.salesforce.leads.values()} == {80}  # the standard length
     assert all(u["app_metadata"].get("recordedAsLead") is True for u in sandbox.auth0.users.values())
+    assert run.event("cycle_finished")["skipped"] == {"user_not_found": 1}
+    assert sandbox.auth0.tokens_issued == 1 and sandbox.salesforce.tokens_issued == 1
+    tenant.logins("auth0|basic0")
     assert cli("--run-once").code == 0 and len(sandbox.salesforce.leads) == 3
+
+    # check says what it cannot verify on such an API, and fails nothing that the run gets past.
+    checked = cli("check")
+    assert checked.code == 0, checked.stdout
+    warned = {line.split()[1] + " " + line.split()[2] for line in checked.stdout.splitlines() if line.startswith("warn")}
+    assert warned == {"auth0 checkpoint", "lead fields"}, checked.stdout
+    assert "salesforce api usage" in checked.stdout and "FAIL" not in checked.stdout
 
 
 def test_without_a_describe_a_custom_field_holds_the_leads_rather_than_guess(sandbox, tenant, cli):
@@ -292,6 +305,8 @@ def test_without_a_describe_a_custom_field_holds_the_leads_rather_than_guess(san
     assert run.code == 75, run.stdout[-3000:] + run.stderr
     assert run.event("salesforce_describe_unavailable")["code"] == "salesforce_describe_missing"
     assert sandbox.salesforce.leads == {}
+    checked = cli("check", config=config)
+    assert checked.code == 78 and "which custom fields and external_id_field need" in checked.stdout
 
 
 def test_single_upsert_by_external_id_url_encodes_the_auth0_id(sandbox, tenant, cli):

@@ -373,3 +373,17 @@ def test_first_start_at_a_time_on_a_busy_tenant_finds_the_smallest_id_past_the_f
     assert run.code == 0, run.stdout + run.stderr
     assert run.event("cycle_finished")["login_events"] == 151
     assert "zed@example.com" in {lead["Email"] for lead in sandbox.salesforce.leads.values()}
+
+
+def test_calls_that_got_the_same_expired_token_fetch_one_new_token_not_one_each():
+    from poller.auth0_source import _Token
+
+    issued = iter(range(1, 100))
+    token = _Token(lambda: (f"token-{next(issued)}", 86400.0), clock=lambda: 0.0)
+    # Two reads run side by side with the first token; both are answered 401.
+    (first, a), (_, b) = token.issue(), token.issue()
+    token.invalidate(a)
+    renewed, _ = token.issue()  # the first read fetches a new token...
+    token.invalidate(b)  # ...and the second's 401 was for the old one: the new one stays
+    assert token.issue()[0] == renewed != first
+    assert token.fetched == 2
