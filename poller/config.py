@@ -430,8 +430,9 @@ def _resolve(path: str, base: Path | None) -> Path:
 def load(path: Path, environ: Mapping[str, str] | None = None, *, require_secrets: bool = True) -> Config:
     """Read `path` and the environment. Raises ConfigError listing every problem.
 
-    `require_secrets=False` is for commands that never call a vendor (`status`): an operator can run
-    them without the service's secrets."""
+    `require_secrets=False` is for commands that never call a vendor (`status`, `retry`,
+    `reset-checkpoint`): an operator can run them without the service's secrets, and with a file
+    that names no vendor at all (any vendor value it does hold is still checked)."""
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is not TOML's business
@@ -481,7 +482,7 @@ def parse(
         login_types=tuple(reader.get(a, "auth0.login_types", list, list(DEFAULT_LOGIN_TYPES), check_login_types)),
         rate_limit_buckets=reader.get(a, "auth0.rate_limit_buckets", str, "per_endpoint", _one_of("per_endpoint", "global")),
     )
-    required = ("domain", "client_id", "client_secret") if require_secrets else ("domain", "client_id")
+    required = ("domain", "client_id", "client_secret") if require_secrets else ()
     for key in required:
         reader.require(getattr(auth0, key), f"auth0.{key}", env_for.get(f"auth0.{key}"))
 
@@ -513,7 +514,7 @@ def parse(
         on_duplicate=reader.get(s, "salesforce.on_duplicate", str, "adopt", _one_of("adopt", "allow_save", "skip")),
         external_id_field=external_id or None,
     )
-    for key in ("domain", "client_id", "client_secret", "company") if require_secrets else ("domain", "client_id", "company"):
+    for key in ("domain", "client_id", "client_secret", "company") if require_secrets else ():
         reader.require(getattr(salesforce, key), f"salesforce.{key}", env_for.get(f"salesforce.{key}"))
 
     sc = reader.section("schedule", {"interval_seconds", "cycle_deadline_seconds", "watchdog_intervals"})

@@ -752,6 +752,8 @@ class StateReader:
             db.execute("PRAGMA busy_timeout=5000")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise _corrupt(path, exc) from None  # worded as the poller words it
             raise StateError(f"the state database {path} cannot be read: {exc}", code="state_corrupt") from None
         version = int(row["value"]) if row is not None and str(row["value"]).isdigit() else None
         if version is None:

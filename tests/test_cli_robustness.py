@@ -205,9 +205,15 @@ def test_reset_checkpoint_beside_a_running_poller_is_one_line_on_stderr_and_noth
 def test_status_on_a_corrupt_state_is_one_line(sandbox, tmp_path):
     state = tmp_path / "state.db"
     state.write_bytes(b"garbage" * 1000)
-    run = without_secrets(sandbox.write_config(tmp_path / "c.toml", state_path=state), "status")
+    config = sandbox.write_config(tmp_path / "c.toml", state_path=state)
+    run = without_secrets(config, "status")
     assert run.code == ExitCode.STATE
     assert run.stdout == "" and len(run.stderr.splitlines()) == 1, run.stderr
+    # Every command words the same fault the same way.
+    retry = without_secrets(config, "retry", "--all-failed")
+    assert retry.code == ExitCode.STATE
+    assert run.stderr.split(": ", 1)[1] == retry.stderr.split(": ", 1)[1]
+    assert "is not a lead-poller database or is corrupt" in run.stderr
 
 
 def test_retry_logs_json_lines_on_stderr_when_not_on_a_terminal(sandbox, tenant, cli):
@@ -332,3 +338,17 @@ def test_the_licence_is_an_spdx_expression_that_the_build_backend_understands():
     (setuptools,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
     minimum = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", setuptools)
     assert minimum and int(minimum.group(1)) >= 77
+
+
+def test_state_commands_run_with_a_config_that_holds_only_the_state(sandbox, tenant, cli, tmp_path):
+    tenant.user("auth0|a")
+    tenant.logins("auth0|a")
+    assert cli("--run-once").code == 0
+    state_only = tmp_path / "state-only.toml"
+    state_only.write_text(f'[state]\npath = "{sandbox.workdir / "state.db"}"\n')
+
+    status = without_secrets(state_only, "status", "--json")
+    assert status.code == 0, status.stderr
+    assert json.loads(status.stdout)["users"]["recorded"] == 1
+    assert without_secrets(state_only, "retry", "--all-failed").code == 0
+    assert without_secrets(state_only, "--run-once").code == ExitCode.CONFIG  # a cycle does need the vendors

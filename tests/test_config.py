@@ -278,6 +278,10 @@ def test_a_missing_secret_names_both_ways_to_give_it():
 def test_commands_that_call_no_vendor_can_load_without_secrets():
     cfg = config.parse(without_secrets(), environ={}, base=Path("/etc/lead-poller"), require_secrets=False)
     assert cfg.auth0.client_secret == ""
+    state_only = config.parse({"state": {"path": "state.db"}}, environ={}, base=Path("/etc/lead-poller"), require_secrets=False)
+    assert state_only.state.path == Path("/etc/lead-poller/state.db")
+    with pytest.raises(ConfigError):  # what is there is still checked
+        config.parse({"state": {"path": "state.db"}, "salesforce": {"domain": "login.salesforce.com"}}, environ={}, require_secrets=False)
 
 
 def test_without_a_state_path_systemds_state_directory_holds_the_database():
