@@ -142,7 +142,7 @@ def _check_tls(checks: Checklist, name: str, domain: str, http: HttpConfig) -> b
             with context.wrap_socket(raw, server_hostname=host) as tls:
                 version = tls.version()
     except ssl.SSLCertVerificationError as exc:
-        checks.failed(name, f"{host}:{port} answers, but its certificate is not trusted by {trust} ({exc.verify_message}): behind a TLS-inspecting proxy, set [http] ca_bundle")
+        checks.failed(name, f"{host}:{port} answers, but its certificate is not trusted by {trust} ({exc.verify_message}): behind a TLS-inspecting proxy, set [http] ca_bundle", ExitCode.CONFIG)
         return False
     except (OSError, ssl.SSLError) as exc:
         checks.failed(name, f"cannot open a TLS connection to {host}:{port}: {exc.strerror or exc} (firewall, proxy, or a wrong port)")
