@@ -21,9 +21,10 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from poller import config as config_module
 from poller import logs
@@ -132,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backfill":
             backfill = _backfill_arguments(args)
             _configure_logging(args.command, dry_run=dry_run)
-            return _backfill(load_config(config_path, command=args.command, dry_run=dry_run), dry_run=dry_run, **backfill)
+            with _stop_on_signals() as stop:
+                return _backfill(load_config(config_path, command=args.command, dry_run=dry_run), stop=stop, dry_run=dry_run, **backfill)
         if dry_run and (args.command is not None or not args.run_once):
             raise UsageError("--dry-run goes with --run-once or backfill: the daemon never runs dry")
         _configure_logging(args.command, dry_run=dry_run, level="warning" if args.command in ("check", "status") else None)
@@ -154,8 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "retry":
                 return _retry(config, args.user_ids, args.all_failed)
             return _reset_checkpoint(config, args.to)
-        config = load_config(config_path, dry_run=dry_run)
-        return _run(config, once=args.run_once, dry_run=dry_run)
+        if args.run_once:
+            # From before the configuration is read and the heavy modules load, until the process
+            # ends: a stop request at any moment of a one-shot run is a clean exit, never a kill.
+            with _stop_on_signals() as stop:
+                return _run(load_config(config_path, dry_run=dry_run), once=True, dry_run=dry_run, stop=stop)
+        return _run(load_config(config_path), once=False)
     except UsageError as exc:
         # About the command line, like argparse's own errors: one line on stderr, no log line.
         print(f"{prefix}: {exc}", file=sys.stderr)
@@ -207,13 +213,15 @@ def _state_exists(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> int:
+def _run(config: config_module.Config, *, once: bool, dry_run: bool = False, stop: threading.Event | None = None) -> int:
     from poller.app import App
+    from poller.pacing import Interrupt
 
-    with App(config, dry_run=dry_run) as app:
+    with App(config, dry_run=dry_run, interrupt=Interrupt(stop=stop)) as app:
         if once:
-            with _stop_on_signals(app):
-                report = app.run_cycle()
+            if app.interrupt.stopping:
+                return int(ExitCode.OK)  # asked to stop before the cycle began: nothing was started
+            report = app.run_cycle()
             # Stopped on request: the step in flight finished and everything done is committed.
             return int(ExitCode.OK if report.interrupted else report.exit_code)
         from poller.scheduler import Daemon
@@ -229,16 +237,18 @@ def _run(config: config_module.Config, *, once: bool, dry_run: bool = False) -> 
 
 
 @contextlib.contextmanager
-def _stop_on_signals(app: Any) -> Iterator[None]:
-    """SIGTERM/SIGINT during --run-once: the first lets the current step finish and commit; a
-    second one exits at once (a step cut short is redone safely by the next run)."""
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT during a one-shot run (--run-once, backfill): the first sets the event it
+    yields (the run lets the current step finish and commit, or does not begin); a second one
+    exits at once (a step cut short is redone safely by the next run)."""
     received: list[int] = []
+    stop = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
         received.append(signum)
         if len(received) == 1:
             logs.get_logger("poller").info("stopping", signal=signal.Signals(signum).name)
-            app.interrupt.stop.set()
+            stop.set()
             return
         logs.get_logger("poller").warning("stopping_now", signal=signal.Signals(signum).name)
         with contextlib.suppress(OSError, ValueError):  # a reader that is gone (`| head`)
@@ -247,7 +257,7 @@ def _stop_on_signals(app: Any) -> Iterator[None]:
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -325,10 +335,11 @@ def _backfill_arguments(args: argparse.Namespace) -> dict[str, object]:
     return {"since": since, "until": until, "max_leads": max_leads}
 
 
-def _backfill(config: config_module.Config, *, since: datetime | None, until: datetime | None, max_leads: int | None, dry_run: bool) -> int:
+def _backfill(config: config_module.Config, *, stop: threading.Event, since: datetime | None, until: datetime | None, max_leads: int | None, dry_run: bool) -> int:
     from poller.app import App
+    from poller.pacing import Interrupt
 
-    with App(config, dry_run=dry_run) as app:
+    with App(config, dry_run=dry_run, interrupt=Interrupt(stop=stop)) as app:
         if since is None:
             report = app.backfill_users(max_leads=max_leads)
         else:

@@ -100,7 +100,7 @@ RULES: tuple[Rule, ...] = (
     R("salesforce", "token", "5xx", None, Next.OUTAGE, "salesforce_unavailable", "Salesforce login is unavailable: retried next cycle"),
     R("salesforce", "*", "401", "INVALID_SESSION_ID", Next.REFRESH, "salesforce_session_rejected", "session expired or revoked: a new token is fetched once; a second 401 stops the cycle"),
     R("salesforce", "*", "401", None, Next.REFRESH, "salesforce_session_rejected", "session rejected: a new token is fetched once; a second 401 stops the cycle"),
-    R("salesforce", "*", "403", "REQUEST_LIMIT_EXCEEDED", Next.DAILY_LIMIT, "salesforce_daily_limit", "the org's daily API allowance is spent: writes stop this cycle, users stay pending (exit 75 with --run-once)"),
+    R("salesforce", "*", "403", "REQUEST_LIMIT_EXCEEDED", Next.DAILY_LIMIT, "salesforce_daily_limit", "the org's daily API allowance is spent: writes stop this cycle, users stay pending and are tried again after an hour (or work.backoff_cap_seconds, if shorter) (exit 75 with --run-once)"),
     R("salesforce", "*", "403", "REQUEST_LIMIT_EXCEEDED (concurrent)", Next.RETRY, "salesforce_concurrency_limited", "too many long-running requests in the org at once (ConcurrentPerOrgLongTxn, not the daily allowance): retried with backoff"),
     R("salesforce", "*", "400", "INSUFFICIENT_ACCESS_OR_READONLY", Next.FATAL, "salesforce_forbidden", "the Run As user may not create or read Leads (a 400 as well as a 403): grant Create and Read on Lead"),
     R("salesforce", "*", "403", None, Next.FATAL, "salesforce_forbidden", "the Run As user lacks a permission (API Enabled, create/read on Lead)"),

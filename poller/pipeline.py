@@ -725,7 +725,8 @@ class Cycle:
         status = self.ledger.retry_later(
             row.user_id,
             error.code,
-            min_delay=max(error.delay, 1.0),
+            # The cap bounds every wait, ours (an hour after the daily limit) or a vendor's.
+            min_delay=min(max(error.delay, 1.0), self.settings.backoff_cap_seconds),
             base=self.settings.backoff_base_seconds,
             cap=self.settings.backoff_cap_seconds,
             max_attempts=self.settings.max_attempts,

@@ -112,6 +112,44 @@ def test_run_once_stops_cleanly_on_a_stop_signal(sandbox, tenant, stop):
     assert len(sandbox.salesforce.leads) == 20
 
 
+def test_a_stop_request_before_the_cycle_begins_is_a_clean_exit_with_nothing_started(sandbox, tenant):
+    # The handlers are in place from before the configuration is read (the heavy imports and the
+    # state's opening come after): a SIGTERM in that window must not kill --run-once with -15.
+    from poller import cli as cli_module
+    from poller import config as config_module
+
+    seed(tenant, 2)
+    config = config_module.load(sandbox.write_config(), environ=sandbox.env())
+    before = signal.getsignal(signal.SIGTERM)
+    with cli_module._stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled here, in this process's main thread
+        code = cli_module._run(config, once=True, stop=stop)
+    assert code == ExitCode.OK and stop.is_set()
+    assert sandbox.auth0.requests == [] and sandbox.salesforce.requests == []  # nothing was begun
+    assert signal.getsignal(signal.SIGTERM) == before  # the process's own handling is back
+
+
+@STOP_SIGNALS
+def test_backfill_stops_cleanly_on_a_stop_signal(sandbox, tenant, stop):
+    user_ids = [f"auth0|bf{n:02d}" for n in range(20)]
+    for user_id in user_ids:
+        tenant.user(user_id)
+    config = sandbox.write_config(work={"concurrency": 1})
+    holder: dict[str, int] = {}
+    sandbox.auth0.fail("PATCH", r"/api/v2/users/.+", after=True, then=lambda: os.kill(holder["pid"], stop))
+    process = start_cli("--config", config, "backfill", "--users", env=sandbox.env())
+    holder["pid"] = process.pid
+
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == ExitCode.TEMPORARY, stderr  # stopped on request, not killed: not done yet
+    assert "stopping" in {e["event"] for e in _events(stdout)}
+    flagged = [u for u in user_ids if sandbox.auth0.users[u].get("app_metadata", {}).get("recordedAsLead")]
+    assert 0 < len(flagged) < 20  # it stopped early, and what it did is kept
+    assert run_cli("--config", config, "--run-once", env=sandbox.env()).code == 0
+    assert len(sandbox.salesforce.leads) == 20
+
+
 def test_daemon_does_not_wait_forever_for_a_hung_call_when_stopped(sandbox, tenant):
     seed(tenant, 2)
     holder: dict[str, int] = {}

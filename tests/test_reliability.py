@@ -273,6 +273,21 @@ def test_daily_limit_pauses_writes_and_exits_75(sandbox, tenant, cli):
     assert summary["salesforce_paused"] == "salesforce_daily_limit" and summary["failed"] == {}
     db = sqlite3.connect(sandbox.workdir / "state.db")
     assert db.execute("SELECT status, attempts FROM users").fetchall() == [("pending", 0)] * 3
+    waits = {round(next_at - updated) for next_at, updated in db.execute("SELECT next_attempt_at, updated_at FROM users")}
+    db.close()
+    assert waits == {3600}  # the allowance frees up over a rolling day: tried again in an hour
+
+
+def test_the_wait_after_the_daily_limit_is_bounded_by_the_backoff_cap(sandbox, tenant, cli):
+    tenant.user("auth0|capped")
+    tenant.logins("auth0|capped")
+    sandbox.salesforce.api_limit = 1
+    config = sandbox.write_config(work={"backoff_cap_seconds": 60})
+    assert cli("--run-once", config=config).code == ExitCode.TEMPORARY
+    db = sqlite3.connect(sandbox.workdir / "state.db")
+    (wait,) = [next_at - updated for next_at, updated in db.execute("SELECT next_attempt_at, updated_at FROM users")]
+    db.close()
+    assert 0 < wait <= 60
 
 
 def test_logs_whose_dates_and_ids_disagree_are_not_lost_on_first_start(sandbox, tenant, cli):
