@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, TextIO
 from poller.auth0_source import Auth0Source
 from poller.config import Config
 from poller.dry_run import DryRunDirectory, DryRunSink, decisions, print_decisions
-from poller.errors import ConfigError, LeadMappingError, Problem, RetriableError
+from poller.errors import ConfigError, FatalError, Interrupted, LeadMappingError, Problem, RetriableError
 from poller.ledger import Ledger
 from poller.logs import get_logger
 from poller.mapping import COMPUTED_SOURCES, KNOWN_PROFILE_ROOTS, OrgField, check_against_describe, fits_without_describe, org_fields, parse_path
@@ -99,9 +99,12 @@ class App:
                 return self._org[1]
         try:
             describe = self.lead_sink.describe_lead()
-        except RetriableError as exc:
-            if cached is None and exc.code == "salesforce_describe_missing" and fits_without_describe(self.rules.mapping, self.config.salesforce.external_id_field):
+        except FatalError as exc:
+            # No describe at all (404): standard fields carry on; a mapping that needs it stops (78).
+            if exc.code == "salesforce_describe_missing" and fits_without_describe(self.rules.mapping, self.config.salesforce.external_id_field):
                 return self._without_describe(exc)
+            raise
+        except RetriableError as exc:
             if cached is None:
                 log.warning("salesforce_describe_unavailable", code=exc.code, error=str(exc), note="no lead is written until the Lead describe can be read")
                 raise
@@ -116,7 +119,7 @@ class App:
         self._org = (cached[0] if cached else self.clock(), org_fields(describe))
         return self._org[1]
 
-    def _without_describe(self, exc: RetriableError) -> dict[str, OrgField]:
+    def _without_describe(self, exc: FatalError) -> dict[str, OrgField]:
         """No describe at all (404, not an outage): the standard lengths stand in for the org's,
         and Salesforce's own answer to each create says the rest (a field or value it refuses
         fails that user with its code). Asked again next cycle, said once per process."""
@@ -182,6 +185,8 @@ class App:
         def run() -> CycleReport:
             try:
                 fields = self.lead_fields()
+            except Interrupted:
+                raise
             except RetriableError as exc:
                 raise RetriableError(f"no lead can be written before the org's Lead describe is read ({exc}); run the backfill again later", code=exc.code) from None
             # A backfill runs to the end (or to --max-leads); the cycle deadline is the daemon's.

@@ -409,7 +409,11 @@ class Auth0Source:
                 "per_page": PAGE_SIZE,
                 "page": number,
             }
-            return self._search_users(params)
+            try:
+                return self._search_users(params)
+            except _NotFoundSignal:
+                # No user search at all (see the failure table): nothing to enumerate users with.
+                raise RetriableError("Auth0 answered the user search 404: backfill --users needs user search", code="auth0_unexpected") from None
 
         for users in _sliced(page, None, order_key="created_at", id_key="user_id", what="users"):
             yield [u["user_id"] for u in users if isinstance(u.get("user_id"), str) and u["user_id"]]

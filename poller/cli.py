@@ -141,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from poller import check
 
-            return int(check.run(config_path, out=sys.stdout))
+            # Loaded as every command loads it: [logging] pii and the secrets to scrub apply to the report.
+            return int(check.run(config_path, out=sys.stdout, load=lambda path, _environ: load_config(path, command="check", level="warning")))
         if args.command == "status":
             return _status(config_path, as_json=args.json, as_prometheus=args.prometheus)
         if args.command in ("retry", "reset-checkpoint"):
@@ -340,6 +341,8 @@ def _backfill(config: config_module.Config, *, stop: threading.Event, since: dat
     from poller.pacing import Interrupt
 
     with App(config, dry_run=dry_run, interrupt=Interrupt(stop=stop)) as app:
+        if app.interrupt.stopping:
+            return int(ExitCode.TEMPORARY)  # stopped before it began: nothing was queued, run it again
         if since is None:
             report = app.backfill_users(max_leads=max_leads)
         else:

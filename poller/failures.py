@@ -63,6 +63,7 @@ FATAL_EXIT_CODES = {
     "auth0_log_search_rejected": ExitCode.CONFIG,
     "salesforce_external_id_missing": ExitCode.CONFIG,
     "salesforce_invalid_query": ExitCode.CONFIG,
+    "salesforce_describe_missing": ExitCode.CONFIG,
     # Trust is set-up (the system store, or [http] ca_bundle): restarting cannot fix it, and under
     # systemd RestartPreventExitStatus=78 stops the restart loop as for any configuration error.
     "auth0_tls_untrusted": ExitCode.CONFIG,
@@ -115,7 +116,7 @@ RULES: tuple[Rule, ...] = (
     R("salesforce", "lead_write", "400", "UNABLE_TO_LOCK_ROW", Next.RETRY, "UNABLE_TO_LOCK_ROW", "record lock contention in Salesforce: retried with backoff"),
     R("salesforce", "lead_write", "400", "DUPLICATE_EXTERNAL_ID", Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead has this external id (the field is not unique); the collections form of the single-record 300"),
     R("salesforce", "lead_batch", "300", None, Next.PERMANENT, "MULTIPLE_MATCHES", "more than one lead matched the external id (the field is not unique)"),
-    R("salesforce", "lead_describe", "404", None, Next.RETRY, "salesforce_describe_missing", "the API has no Lead describe (an API that lacks it; or Lead not readable): the standard Lead fields and lengths are used when the mapping names only those, else no lead is written"),
+    R("salesforce", "lead_describe", "404", None, Next.FATAL, "salesforce_describe_missing", "the API has no Lead describe (an API that lacks it; or Lead not readable): a mapping of standard fields only carries on with their standard lengths; custom fields or external_id_field need the describe, so the run stops"),
     R("salesforce", "lead_batch", "404", "NOT_FOUND", Next.FATAL, "salesforce_external_id_missing", "the [salesforce] external_id_field does not exist or is not an External ID"),
     R("salesforce", "lead_batch", "400", None, Next.RETRY, "salesforce_batch_rejected", "Salesforce refused the whole batch request: retried with backoff, then failed"),
     R("salesforce", "lead_lookup", "400", "INVALID_FIELD", Next.FATAL, "salesforce_invalid_query", "the lookup query names a field the org lacks (check external_id_field)"),

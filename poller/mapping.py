@@ -371,7 +371,8 @@ def external_id_problems(fields: Mapping[str, OrgField], external_id_field: str 
 def fits_without_describe(mapping: LeadMapping, external_id_field: str | None) -> bool:
     """Whether `mapping` writes only standard Lead fields whose lengths are known here, and upserts
     on no external id: what a Salesforce-compatible API that has no Lead describe can still take."""
-    return not external_id_field and all(rule.field in LEAD_FIELD_LENGTHS for rule in mapping.fields)
+    standard = {name.lower() for name in LEAD_FIELD_LENGTHS}  # API names are case-insensitive
+    return not external_id_field and all(rule.field.lower() in standard for rule in mapping.fields)
 
 
 def check_against_describe(mapping: LeadMapping, describe: Mapping[str, Any], *, external_id_field: str | None = None) -> list[Problem]:

@@ -31,6 +31,7 @@ Every step's result is committed before the next step starts, so a crash resumes
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from poller.errors import DailyLimitReached, ExitCode, FatalError, Interrupted, PermanentError, RetriableError
+from poller.errors import DailyLimitReached, ExitCode, Interrupted, PermanentError, PollerError, RetriableError
 from poller.ledger import STEP_WRITE_BACK, Ledger, Login, UserRow
 from poller.logs import get_logger
 from poller.mapping import OrgField, build_lead, flagged_lead_id, is_flagged
@@ -389,6 +390,8 @@ class Cycle:
         try:
             if self.source.log_exists(checkpoint):
                 return
+        except Interrupted:
+            raise  # a stop request says nothing about the log
         except RetriableError as exc:
             # Only the warning depends on the answer, and the pages read fine: ingest goes on, and
             # the gap is reported as possible rather than not at all.
@@ -513,8 +516,8 @@ class Cycle:
                     continue
                 try:
                     candidate = self._decide(row, profile)
-                except (FatalError, Interrupted):
-                    raise
+                except (PollerError, sqlite3.Error):
+                    raise  # ours to report as they are: fatal, a stop, a state that cannot be written
                 except Exception as exc:  # a profile no rule foresaw must not hold up everyone after it
                     self.log.error("user_unexpected_error", user_id=row.user_id, error=repr(exc)[:300], exc_info=True)
                     self._defer(row, PermanentError(f"unexpected error deciding this user: {exc!r}"[:300], code="internal_error"))

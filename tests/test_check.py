@@ -227,3 +227,12 @@ def test_a_state_path_under_a_file_fails_the_state_check_naming_the_file(sandbox
     assert run.code == ExitCode.STATE
     assert f"{blocker} is a file, not a folder" in line_of(run.stdout, "state database")
     assert verdicts(run.stdout)["state database"] == "FAIL"
+
+
+def test_checks_report_scrubs_the_configured_secret_however_a_vendor_quotes_it(sandbox, cli):
+    # No `client_secret=` around it: only knowing the configured value finds it.
+    echo = f"the consumer secret {sandbox.salesforce_secret} does not match"
+    sandbox.salesforce.fail("POST", "/services/oauth2/token", status=400, body={"error": "invalid_client", "error_description": echo}, times=-1)
+    run = cli("check")
+    assert verdicts(run.stdout)["salesforce token"] == "FAIL"
+    assert sandbox.salesforce_secret not in run.stdout + run.stderr and "[redacted]" in line_of(run.stdout, "salesforce token")

@@ -129,6 +129,19 @@ def test_a_stop_request_before_the_cycle_begins_is_a_clean_exit_with_nothing_sta
     assert signal.getsignal(signal.SIGTERM) == before  # the process's own handling is back
 
 
+def test_a_backfill_stopped_before_it_begins_queues_nothing_and_exits_75(sandbox, tenant):
+    from poller import cli as cli_module
+    from poller import config as config_module
+
+    tenant.user("auth0|early")
+    config = config_module.load(sandbox.write_config(), environ=sandbox.env())
+    with cli_module._stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        code = cli_module._backfill(config, stop=stop, since=None, until=None, max_leads=None, dry_run=False)
+    assert code == ExitCode.TEMPORARY
+    assert sandbox.auth0.requests == [] and sandbox.salesforce.requests == []
+
+
 @STOP_SIGNALS
 def test_backfill_stops_cleanly_on_a_stop_signal(sandbox, tenant, stop):
     user_ids = [f"auth0|bf{n:02d}" for n in range(20)]

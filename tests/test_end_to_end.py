@@ -294,7 +294,7 @@ def test_an_api_with_only_the_basic_endpoints_still_gets_every_lead(sandbox, ten
     assert "salesforce api usage" in checked.stdout and "FAIL" not in checked.stdout
 
 
-def test_without_a_describe_a_custom_field_holds_the_leads_rather_than_guess(sandbox, tenant, cli):
+def test_without_a_describe_a_mapping_with_a_custom_field_stops_with_78_rather_than_guess(sandbox, tenant, cli):
     tenant.user("auth0|custom")
     tenant.logins("auth0|custom")
     sandbox.salesforce.fail("GET", r"/services/data/v[\d.]+/sobjects/Lead/describe/?", status=404, body=NOT_FOUND, times=-1)
@@ -302,8 +302,8 @@ def test_without_a_describe_a_custom_field_holds_the_leads_rather_than_guess(san
 
     run = cli("--run-once", config=config)
 
-    assert run.code == 75, run.stdout[-3000:] + run.stderr
-    assert run.event("salesforce_describe_unavailable")["code"] == "salesforce_describe_missing"
+    assert run.code == 78, run.stdout[-3000:] + run.stderr
+    assert "no Lead describe" in run.stderr and "custom fields or external_id_field need" in run.stderr
     assert sandbox.salesforce.leads == {}
     checked = cli("check", config=config)
     assert checked.code == 78 and "which custom fields and external_id_field need" in checked.stdout

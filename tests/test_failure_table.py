@@ -167,7 +167,7 @@ def test_every_row_keeps_its_promise(rule: Rule, shape: str, sandbox, tenant, ma
         sandbox.salesforce.add_field({"name": "Auth0_User_Id__c", "type": "string", "length": 255, "externalId": True, "unique": True, "caseSensitive": True})
     lead: dict = {"skip_existing_contacts": True} if rule.operation == "contact_lookup" else {}
     if rule.operation == "lead_describe":
-        # A custom field: the standard lengths cannot stand in for the describe, so leads wait for it
+        # A custom field: the standard lengths cannot stand in for the describe, so the run stops
         # (with standard fields only, the leads are written: test_end_to_end covers that).
         sandbox.salesforce.add_field({"name": "Plan__c", "type": "string", "length": 20})
         lead["fields"] = {"Plan__c": {"value": "gold"}}

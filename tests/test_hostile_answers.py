@@ -152,3 +152,11 @@ def test_a_log_page_without_a_single_event_is_not_the_end_of_the_stream(sandbox,
     sandbox.auth0.fail("GET", "/api/v2/logs", status=200, body=[None, "x", 3], when=lambda r: "from" in r.query, times=1)
     run = cli("--run-once")
     assert run.code == ExitCode.TEMPORARY and run.event("cycle_finished")["ingest_error"] == "auth0_unexpected"
+
+
+def test_backfill_users_on_an_api_without_user_search_is_a_temporary_failure_not_a_bug(sandbox, tenant, cli):
+    tenant.user("auth0|a")
+    sandbox.auth0.fail("GET", "/api/v2/users", status=404, body={"statusCode": 404, "error": "Not Found", "message": "Not Found"}, times=-1)
+    run = cli("backfill", "--users")
+    assert run.code == ExitCode.TEMPORARY, run.stdout[-2000:] + run.stderr
+    assert "this is a bug" not in run.stderr and "needs user search" in run.stdout + run.stderr

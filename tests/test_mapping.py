@@ -233,3 +233,13 @@ def test_a_required_field_needs_a_default_unless_its_chain_always_has_a_value():
     always = lead_mapping(LeadDefaults(company="Acme"), {"Region__c": FieldMapping("Region__c", ("user_metadata.region", "email_domain"))})
     assert [p.key for p in check_against_describe(without, org)] == ["lead.fields.Region__c"]
     assert check_against_describe(always, org) == []
+
+
+def test_only_standard_fields_fit_an_api_without_the_describe_however_they_are_spelt():
+    from poller.mapping import fits_without_describe
+
+    defaults = LeadDefaults(company="Acme Web", lead_source="Auth0")
+    assert fits_without_describe(DEFAULTS, None)
+    assert fits_without_describe(lead_mapping(defaults, {"title": FieldMapping("title", ("user_metadata.job_title",))}), None)
+    assert not fits_without_describe(lead_mapping(defaults, {"Plan__c": FieldMapping("Plan__c", (), "gold")}), None)
+    assert not fits_without_describe(DEFAULTS, "Auth0_User_Id__c")  # an upsert names a custom field
