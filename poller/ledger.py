@@ -574,9 +574,7 @@ def _prepare(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
     if new:
         try:
             with _transaction(db):
-                _execute_script(db, _SCHEMA)
-                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
-                _migrate(db, 1)
+                _create_schema(db)
         except sqlite3.DatabaseError as exc:
             raise _corrupt(path, exc) from None
         return
@@ -614,12 +612,18 @@ def _expected_shape() -> dict[str, set[str]]:
     """Table -> columns of a database this version creates (the schema, then every migration)."""
     db = sqlite3.connect(":memory:")
     try:
-        _execute_script(db, _SCHEMA)
-        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
-        _migrate(db, 1)
+        _create_schema(db)
         return _shape(db)
     finally:
         db.close()
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    """This version's schema in an empty database: the first release's, then every migration (so a
+    new database and an upgraded one are the same by construction)."""
+    _execute_script(db, _SCHEMA)
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+    _migrate(db, 1)
 
 
 def _shape(db: sqlite3.Connection) -> dict[str, set[str]]:
